@@ -1,0 +1,96 @@
+"""Models of the grokking literature, each mapping a batch of inputs to class logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EmbeddingMLP(nn.Module):
+    """Embed both operands, concatenate, one hidden ReLU layer: the CPU grokking workhorse."""
+
+    def __init__(self, p: int, embed_dim: int = 64, hidden: int = 256) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(p, embed_dim)
+        self.hidden = nn.Linear(2 * embed_dim, hidden)
+        self.out = nn.Linear(hidden, p)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        x = self.embed(pairs).flatten(1)
+        return self.out(torch.relu(self.hidden(x)))
+
+
+class QuadraticMLP(nn.Module):
+    """``f(m, n) = W (U e_m + V e_n) ** 2`` without biases (Gromov 2023; Doshi et al. 2023)."""
+
+    def __init__(self, p: int, width: int = 500) -> None:
+        super().__init__()
+        self.u = nn.Embedding(p, width)
+        self.v = nn.Embedding(p, width)
+        self.w = nn.Linear(width, p, bias=False)
+        # Gromov's initialization: every weight ~ N(0, 1 / fan_in).
+        nn.init.normal_(self.u.weight, std=p**-0.5)
+        nn.init.normal_(self.v.weight, std=p**-0.5)
+        nn.init.normal_(self.w.weight, std=width**-0.5)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        return self.w((self.u(pairs[:, 0]) + self.v(pairs[:, 1])) ** 2)
+
+
+class ArithmeticTransformer(nn.Module):
+    """Decoder-only transformer on ``x op y =`` (Power et al. 2022), logits of the answer.
+
+    The sequence is the two operands, an operation token and an equals token; a causal
+    mask makes it a decoder, and the logits at the equals position are the prediction
+    (the answer-token loss).
+    """
+
+    def __init__(self, p: int, d_model: int = 128, n_heads: int = 4, n_layers: int = 2) -> None:
+        super().__init__()
+        self.op_token, self.eq_token = p, p + 1
+        self.tokens = nn.Embedding(p + 2, d_model)
+        self.positions = nn.Parameter(torch.randn(4, d_model) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model,
+            n_heads,
+            dim_feedforward=4 * d_model,
+            dropout=0.0,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, p, bias=False)
+        self.register_buffer("causal_mask", nn.Transformer.generate_square_subsequent_mask(4))
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        n = pairs.shape[0]
+        sequence = torch.stack(
+            [
+                pairs[:, 0],
+                pairs.new_full((n,), self.op_token),
+                pairs[:, 1],
+                pairs.new_full((n,), self.eq_token),
+            ],
+            dim=1,
+        )
+        h = self.tokens(sequence) + self.positions
+        h = self.blocks(h, mask=self.causal_mask, is_causal=True)
+        return self.head(self.norm(h[:, -1]))
+
+
+class DigitsMLP(nn.Module):
+    """Omnigrok's 3-layer ReLU MLP, sized for 8x8 digits."""
+
+    def __init__(self, width: int = 200, n_inputs: int = 64, n_classes: int = 10) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(n_inputs, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, n_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)

@@ -1,0 +1,131 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from grokforecast.errors import CheckpointError, ConfigError
+from grokforecast.training import RunStatus, TrainConfig, Trainer, resolve_device
+from grokforecast.training.checkpoint import FORMAT, save_checkpoint
+
+
+def _assert_same_run(a: Trainer, b: Trainer) -> None:
+    assert a.step == b.step
+    assert a.curves.train_loss == b.curves.train_loss
+    assert a.curves.val_acc == b.curves.val_acc
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "variation",
+    [{}, {"batch_size": 16}, {"grokfast": "ema"}, {"grokfast": "ma", "grokfast_window": 5}],
+    ids=["full-batch", "mini-batch", "grokfast-ema", "grokfast-ma"],
+)
+def test_a_run_split_at_k_equals_an_unbroken_run_bit_for_bit(
+    tiny_config: TrainConfig, variation: dict
+) -> None:
+    config = dataclasses.replace(tiny_config, **variation)
+    unbroken = Trainer(config)
+    unbroken.run()
+    split = Trainer(config)
+    split.run(until=30)
+    split.run()
+    _assert_same_run(unbroken, split)
+
+
+def test_a_probe_continued_through_a_checkpoint_equals_an_unbroken_run(
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(tiny_config, batch_size=16, grokfast="ema")
+    unbroken = Trainer(config)
+    unbroken.run()
+    probe = Trainer(dataclasses.replace(config, steps=20))
+    probe.run()
+    probe.save(tmp_path / "probe.pt")
+    continued = Trainer.resume(tmp_path / "probe.pt", config)
+    assert continued.step == 20
+    continued.run()
+    _assert_same_run(unbroken, continued)
+
+
+def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    Trainer(tiny_config).save(tmp_path / "a.pt")
+    with pytest.raises(CheckpointError, match=r"another run: lr=0\.003 \(this run: 0\.01\)"):
+        Trainer.resume(tmp_path / "a.pt", dataclasses.replace(tiny_config, lr=1e-2))
+
+
+def test_checkpoints_of_other_versions_and_garbage_are_refused(
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    state = Trainer(tiny_config).state_dict()
+    save_checkpoint(tmp_path / "old.pt", state)
+    raw = torch.load(tmp_path / "old.pt", weights_only=True)
+    torch.save({**raw, "version": 99}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        Trainer.resume(tmp_path / "future.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="is not a grokforecast checkpoint"):
+        Trainer.resume(tmp_path / "other.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable grokforecast checkpoint"):
+        Trainer.resume(tmp_path / "garbage.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        Trainer.resume(tmp_path / "missing.pt")
+    assert raw["format"] == FORMAT
+
+
+def test_checkpoints_load_without_unpickling_code(tiny_config: TrainConfig, tmp_path: Path) -> None:
+    Trainer(tiny_config).save(tmp_path / "c.pt")
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["config"]["lr"] == tiny_config.lr
+
+
+def test_a_nan_loss_stops_the_run_as_diverged_with_the_step(tiny_config: TrainConfig) -> None:
+    trainer = Trainer(dataclasses.replace(tiny_config, lr=1e6, warmup_steps=0))
+    status = trainer.run()
+    assert status is RunStatus.DIVERGED
+    assert trainer.diverged_at is not None and trainer.diverged_at < tiny_config.eval_every * 2
+    assert trainer.step <= trainer.diverged_at + tiny_config.eval_every
+    assert trainer.run() is RunStatus.DIVERGED  # it cannot be continued
+
+
+def test_evaluations_at_the_interval_and_at_the_end_of_every_segment(tiny_config: TrainConfig) -> None:
+    trainer = Trainer(dataclasses.replace(tiny_config, steps=25))
+    trainer.run(until=15)
+    trainer.run()
+    assert trainer.curves.eval_steps == [0, 10, 15, 20, 25]
+    assert len(trainer.curves.weight_norm) == 5
+    assert trainer.curves.train_set_acc == []  # full batch: train_acc already is the set's
+
+
+def test_mini_batch_runs_also_evaluate_the_whole_training_set(tiny_config: TrainConfig) -> None:
+    trainer = Trainer(dataclasses.replace(tiny_config, batch_size=8))
+    trainer.run()
+    assert len(trainer.curves.train_set_acc) == len(trainer.curves.eval_steps)
+
+
+def test_a_small_quadratic_model_really_groks() -> None:
+    config = TrainConfig(
+        workload="modular_quadratic",
+        workload_options={"p": 23, "width": 200},
+        lr=1e-2,
+        weight_decay=1.0,
+        data_fraction=0.6,
+        steps=400,
+        eval_every=10,
+        device="cpu",
+    )
+    trainer = Trainer(config)
+    trainer.run()
+    times = trainer.grok_times()
+    assert times.grokked and times.t2 is not None
+    assert times.t4 > times.t2 + 100  # memorized first, generalized much later
+
+
+def test_device_auto_picks_what_exists() -> None:
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="unknown device 'tpu9'"):
+        resolve_device("tpu9")
