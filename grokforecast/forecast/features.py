@@ -1,0 +1,183 @@
+"""Features of an early training history, the forecaster's inputs.
+
+A history is what a run has shown up to its probe step::
+
+    {"train_loss": [...], "train_acc": [...], "val_loss": [...], "val_acc": [...],
+     "weight_norm": [...], "<name>_steps": [...]}
+
+Every series is optional except the one a feature group needs; a series without
+``<name>_steps`` is taken at steps ``0..n-1``. Features are made comparable across
+workloads and probe lengths: levels are logs, changes are measured over fractions of the
+probe window rather than per step, and the weight norm enters only as a ratio.
+
+Feature groups, by the series they read:
+
+- ``train_loss``: the paper's signature (:func:`grokforecast.spectral.loss_signature`:
+  log activity, mobility, complexity, log band energy of the detrended log loss) and
+  the loss's level and recent slope;
+- ``train_acc``: how far memorization has got, and how early it happened;
+- ``val_loss`` / ``val_acc``: level, best value and recent trend of validation;
+- ``weight_norm``: Omnigrok's signal, the relative shrinkage of the weights;
+- ``hyperparameters`` (optional, from ``history["hyperparameters"]`` with keys ``lr``,
+  ``weight_decay``, ``data_fraction``): the data fraction, which no curve reveals but
+  which decides most of whether a run groks, and Omnigrok's weight-decay rate
+  ``lr * weight_decay``, which sets how soon the weights shrink to the generalizing norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
+
+History = Mapping[str, "np.ndarray | list[float]"]
+
+#: Floor under activities and energies before taking their log (a flat curve has 0).
+_TINY = 1e-12
+
+#: The series each feature group reads, and the features it yields.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "train_loss": (
+        "log_activity",
+        "mobility",
+        "complexity",
+        "log_band_energy",
+        "train_loss_last",
+        "train_loss_slope",
+    ),
+    "train_acc": ("train_acc_last", "memorized_at"),
+    "val_loss": ("val_loss_last", "val_loss_slope"),
+    "val_acc": ("val_acc_last", "val_acc_best", "val_acc_slope"),
+    "weight_norm": ("weight_norm_ratio", "weight_norm_slope"),
+    "hyperparameters": ("data_fraction", "log_decay_rate", "log_weight_decay"),
+}
+
+#: The groups read from curves (everything but the hyperparameters).
+CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
+HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
+
+
+def series(history: History, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of one series of ``history``, checked (finite, long enough)."""
+    if name not in history:
+        raise ValueError(f"history has no {name!r} series (it has {sorted(history)})")
+    values = check_signal(history[name], name)
+    steps_key = f"{name}_steps"
+    steps = (
+        np.asarray(history[steps_key], dtype=float)
+        if steps_key in history
+        else np.arange(len(values), dtype=float)
+    )
+    if steps.shape != values.shape:
+        raise ValueError(f"{steps_key} has {len(steps)} entries but {name} has {len(values)}")
+    return steps, values
+
+
+def _recent_change(steps: np.ndarray, values: np.ndarray) -> float:
+    """Change of ``values`` over the last half of the window, by least squares.
+
+    Expressed per whole window (slope times window length), so a 60-step and a 300-step
+    probe of the same curve shape give the same number.
+    """
+    span = steps[-1] - steps[0]
+    recent = steps >= steps[0] + span / 2
+    if recent.sum() < 2 or span <= 0:
+        return 0.0
+    slope = np.polyfit(steps[recent], values[recent], 1)[0]
+    return float(slope * span)
+
+
+def _tail_mean(values: np.ndarray, fraction: float = 0.1) -> float:
+    return float(values[-max(1, int(len(values) * fraction)) :].mean())
+
+
+def _train_loss_features(history: History) -> dict[str, float]:
+    steps, loss = series(history, "train_loss")
+    signature = loss_signature(loss, steps, window=max(2, min(25, len(loss) - MIN_LENGTH + 1)))
+    log_loss = np.log(np.maximum(loss, _TINY))
+    return {
+        "log_activity": float(np.log10(signature.activity + _TINY)),
+        "mobility": signature.mobility,
+        "complexity": signature.complexity,
+        "log_band_energy": float(np.log10(signature.band_energy + _TINY)),
+        "train_loss_last": _tail_mean(log_loss),
+        "train_loss_slope": _recent_change(steps, log_loss),
+    }
+
+
+def _train_acc_features(history: History) -> dict[str, float]:
+    steps, accuracy = series(history, "train_acc")
+    memorized = np.flatnonzero(accuracy >= 1.0)
+    span = max(steps[-1] - steps[0], 1.0)
+    return {
+        "train_acc_last": _tail_mean(accuracy),
+        # 0 = memorized at once, 1 = at the probe step, 2 = not yet.
+        "memorized_at": float((steps[memorized[0]] - steps[0]) / span) if memorized.size else 2.0,
+    }
+
+
+def _val_loss_features(history: History) -> dict[str, float]:
+    steps, loss = series(history, "val_loss")
+    log_loss = np.log(np.maximum(loss, _TINY))
+    return {"val_loss_last": float(log_loss[-1]), "val_loss_slope": _recent_change(steps, log_loss)}
+
+
+def _val_acc_features(history: History) -> dict[str, float]:
+    steps, accuracy = series(history, "val_acc")
+    return {
+        "val_acc_last": float(accuracy[-1]),
+        "val_acc_best": float(accuracy.max()),
+        "val_acc_slope": _recent_change(steps, accuracy),
+    }
+
+
+def _weight_norm_features(history: History) -> dict[str, float]:
+    steps, norm = series(history, "weight_norm")
+    log_norm = np.log(np.maximum(norm, _TINY))
+    return {
+        "weight_norm_ratio": float(log_norm[-1] - log_norm[0]),
+        "weight_norm_slope": _recent_change(steps, log_norm),
+    }
+
+
+def _hyperparameter_features(history: History) -> dict[str, float]:
+    given = history.get("hyperparameters")
+    if not isinstance(given, Mapping) or any(name not in given for name in HYPERPARAMETERS):
+        raise ValueError(f"history['hyperparameters'] must hold {list(HYPERPARAMETERS)}, got {given!r}")
+    lr, weight_decay, fraction = (float(given[name]) for name in HYPERPARAMETERS)
+    if not (lr > 0 and weight_decay >= 0 and 0 < fraction <= 1):
+        raise ValueError(
+            f"hyperparameters lr={lr}, weight_decay={weight_decay}, data_fraction={fraction} "
+            "are out of range (lr > 0, weight_decay >= 0, 0 < data_fraction <= 1)"
+        )
+    return {
+        "data_fraction": fraction,
+        "log_decay_rate": float(np.log10(lr * weight_decay + _TINY)),
+        "log_weight_decay": float(np.log10(weight_decay + _TINY)),
+    }
+
+
+_EXTRACTORS = {
+    "train_loss": _train_loss_features,
+    "train_acc": _train_acc_features,
+    "val_loss": _val_loss_features,
+    "val_acc": _val_acc_features,
+    "weight_norm": _weight_norm_features,
+    "hyperparameters": _hyperparameter_features,
+}
+
+
+def extract_features(history: History, groups: tuple[str, ...] = CURVE_GROUPS) -> dict[str, float]:
+    """The features of the named groups, each a finite float."""
+    features: dict[str, float] = {}
+    for group in groups:
+        if group not in _EXTRACTORS:
+            raise ValueError(f"unknown feature group {group!r}; choose from {list(FEATURE_GROUPS)}")
+        features.update(_EXTRACTORS[group](history))
+    return features
+
+
+def feature_names(groups: tuple[str, ...]) -> list[str]:
+    return [name for group in groups for name in FEATURE_GROUPS[group]]

@@ -1,0 +1,208 @@
+"""``GrokForecaster``: from an early history, the probability that a run will grok.
+
+A standardized, L2-regularized logistic regression over the features of
+:mod:`grokforecast.forecast.features`. scikit-learn fits it; the fitted numbers (feature
+names, means, scales, weights) are kept as plain JSON, so a calibration is safe to load,
+readable in a diff and the same on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from grokforecast.errors import GrokforecastError
+from grokforecast.forecast.features import (
+    CURVE_GROUPS,
+    FEATURE_GROUPS,
+    History,
+    extract_features,
+    feature_names,
+)
+
+FORMAT = "grokforecast-forecaster"
+VERSION = 1
+
+#: Standardized features are clipped to this many standard deviations, so that one
+#: feature far outside the corpus (a new workload's loss scale, say) cannot decide alone.
+CLIP = 4.0
+
+#: The paper's signal alone: Hjorth parameters and band energy of the detrended log loss.
+SIGNATURE_FEATURES = ("log_activity", "mobility", "complexity", "log_band_energy")
+
+#: The shipped calibrations, by the series a caller can supply.
+PRETRAINED_INPUTS: dict[str, tuple[str, ...]] = {
+    "full+hyperparameters": tuple(FEATURE_GROUPS),
+    "full": CURVE_GROUPS,
+    "train_loss": ("train_loss",),
+    "val_loss": ("val_loss",),
+    "val_acc": ("val_acc",),
+}
+
+
+class GrokForecaster:
+    """Forecast whether a run will grok from the first few percent of its curves.
+
+    Example:
+
+        >>> import grokforecast as gf
+        >>> from grokforecast.corpus import load_corpus
+        >>> record = load_corpus("quadratic_add97")[0]
+        >>> history = record.curves.as_history(until=60)   # the first 10 % of 600 steps
+        >>> p = gf.GrokForecaster.pretrained().predict_proba(history)
+        >>> 0.0 <= p <= 1.0
+        True
+
+    Args:
+        groups:
+            The feature groups to use (keys of ``FEATURE_GROUPS``); a history must hold the
+            series of each. The default uses every curve a grokforecast trainer records;
+            add ``"hyperparameters"`` to also use ``history["hyperparameters"]``.
+        features:
+            Names of the features to use, a subset of the groups' features (e.g. only the
+            paper's signature, ``SIGNATURE_FEATURES``); default: all of them.
+        regularization:
+            Inverse L2 strength ``C`` of the logistic regression.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[str] = CURVE_GROUPS,
+        features: Sequence[str] | None = None,
+        regularization: float = 1.0,
+    ) -> None:
+        unknown = [g for g in groups if g not in FEATURE_GROUPS]
+        if unknown or not groups:
+            raise ValueError(f"groups={list(groups)} must be a non-empty subset of {list(FEATURE_GROUPS)}")
+        available = feature_names(tuple(groups))
+        if features is not None and (not features or set(features) - set(available)):
+            raise ValueError(f"features={list(features)} must be a non-empty subset of {available}")
+        if not regularization > 0:
+            raise ValueError(f"regularization={regularization} must be > 0")
+        self.groups = tuple(groups)
+        self.regularization = regularization
+        self.features = [name for name in available if features is None or name in features]
+        self._mean: np.ndarray | None = None
+        self._scale: np.ndarray | None = None
+        self._weights: np.ndarray | None = None
+        self._intercept = 0.0
+
+    @property
+    def fitted(self) -> bool:
+        return self._weights is not None
+
+    def feature_matrix(self, histories: Sequence[History]) -> np.ndarray:
+        rows = [extract_features(h, self.groups) for h in histories]
+        return np.array([[row[name] for name in self.features] for row in rows]).reshape(len(rows), -1)
+
+    def fit(self, histories: Sequence[History], grokked: Sequence[bool]) -> GrokForecaster:
+        """Calibrate on labelled histories (both labels must occur)."""
+        return self.fit_features(self.feature_matrix(histories), grokked)
+
+    def fit_features(self, matrix: np.ndarray, grokked: Sequence[bool]) -> GrokForecaster:
+        """Calibrate on a precomputed :meth:`feature_matrix` (for repeated evaluation)."""
+        from sklearn.linear_model import LogisticRegression
+
+        labels = np.asarray(grokked, dtype=int)
+        if len(labels) != len(matrix):
+            raise ValueError(f"{len(matrix)} histories but {len(labels)} labels")
+        if len(set(labels.tolist())) < 2:
+            raise ValueError("fitting needs grokking and non-grokking runs; the labels are all one class")
+        self._mean = matrix.mean(axis=0)
+        self._scale = np.where(matrix.std(axis=0) > 0, matrix.std(axis=0), 1.0)
+        model = LogisticRegression(C=self.regularization, max_iter=5000)
+        model.fit(self._standardize(matrix), labels)
+        self._weights, self._intercept = model.coef_[0].copy(), float(model.intercept_[0])
+        return self
+
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise GrokforecastError(
+                "this GrokForecaster is not fitted; call fit() or use GrokForecaster.pretrained()"
+            )
+
+    def _standardize(self, matrix: np.ndarray) -> np.ndarray:
+        """z-scores, clipped to +-CLIP: a run unlike the corpus leans, it does not saturate."""
+        return np.clip((matrix - self._mean) / self._scale, -CLIP, CLIP)
+
+    def _logits(self, matrix: np.ndarray) -> np.ndarray:
+        self._require_fitted()
+        return self._standardize(matrix) @ self._weights + self._intercept
+
+    def predict_proba(self, history: History) -> float:
+        """P(grok) of one early history, a float in [0, 1]."""
+        self._require_fitted()
+        return float(self.predict_proba_features(self.feature_matrix([history]))[0])
+
+    def predict_logit(self, history: History) -> float:
+        """``log(p / (1 - p))`` of :meth:`predict_proba`, without its rounding at 0 and 1."""
+        self._require_fitted()
+        return float(self._logits(self.feature_matrix([history]))[0])
+
+    def predict_proba_features(self, matrix: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self._logits(matrix)))
+
+    def explain(self, history: History, top: int = 3) -> dict[str, float]:
+        """The ``top`` features that moved the forecast most, with their logit contributions."""
+        self._require_fitted()
+        matrix = self.feature_matrix([history])
+        contributions = self._standardize(matrix)[0] * self._weights
+        order = np.argsort(-np.abs(contributions))[:top]
+        return {self.features[i]: round(float(contributions[i]), 4) for i in order}
+
+    # -- persistence -------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        self._require_fitted()
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "groups": list(self.groups),
+            "regularization": self.regularization,
+            "features": self.features,
+            "mean": self._mean.tolist(),
+            "scale": self._scale.tolist(),
+            "weights": self._weights.tolist(),
+            "intercept": self._intercept,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GrokForecaster:
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise GrokforecastError(
+                f"not a grokforecast forecaster of version {VERSION} "
+                f"(format {data.get('format')!r}, version {data.get('version')!r})"
+            )
+        forecaster = cls(data["groups"], data["features"], data["regularization"])
+        if forecaster.features != data["features"]:
+            raise GrokforecastError("the forecaster file's features do not match this grokforecast's")
+        forecaster._mean, forecaster._scale = np.array(data["mean"]), np.array(data["scale"])
+        forecaster._weights, forecaster._intercept = np.array(data["weights"]), float(data["intercept"])
+        return forecaster
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> GrokForecaster:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError) as error:
+            raise GrokforecastError(f"cannot read forecaster {path}: {error}") from None
+
+    @classmethod
+    def pretrained(cls, inputs: str = "full") -> GrokForecaster:
+        """The calibration shipped in the package, fitted on the shipped corpus.
+
+        ``inputs`` names what the caller can supply: ``"full"`` (every series the
+        trainer records), ``"full+hyperparameters"`` (and the run's lr, weight decay and
+        data fraction), or ``"train_loss"``, ``"val_loss"`` or ``"val_acc"`` alone.
+        """
+        if inputs not in PRETRAINED_INPUTS:
+            raise ValueError(f"inputs={inputs!r} must be one of {sorted(PRETRAINED_INPUTS)}")
+        text = resources.files("grokforecast.forecast").joinpath(f"pretrained/{inputs}.json").read_text()
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,121 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import grokforecast as gf
+from grokforecast.corpus import load_corpus
+from grokforecast.errors import GrokforecastError
+from grokforecast.forecast import PRETRAINED_INPUTS, GrokForecaster, fit_grok_time
+from grokforecast.forecast.features import extract_features
+from grokforecast.forecast.fitting import fit_on_records, probe_history
+from grokforecast.forecast.forecaster import CLIP
+
+
+@pytest.fixture(scope="module")
+def quadratic() -> list:
+    return load_corpus("quadratic_add97")
+
+
+def test_a_fitted_forecaster_separates_held_out_runs(quadratic: list) -> None:
+    train, test = quadratic[::2], quadratic[1::2]
+    forecaster = fit_on_records(GrokForecaster(), train, fractions=(0.1,))
+    p = np.array([forecaster.predict_proba(probe_history(r, 0.1)) for r in test])
+    grokked = np.array([r.grokked for r in test])
+    assert ((p >= 0) & (p <= 1)).all()
+    assert p[grokked].mean() > p[~grokked].mean() + 0.3
+
+
+def test_save_and_load_give_the_same_forecasts(quadratic: list, tmp_path: Path) -> None:
+    forecaster = fit_on_records(GrokForecaster(("train_loss", "val_acc")), quadratic)
+    forecaster.save(tmp_path / "f.json")
+    again = GrokForecaster.load(tmp_path / "f.json")
+    history = probe_history(quadratic[3], 0.05)
+    assert again.predict_proba(history) == forecaster.predict_proba(history)
+    assert again.features == forecaster.features
+
+
+@pytest.mark.parametrize("inputs", sorted(PRETRAINED_INPUTS))
+def test_every_shipped_calibration_loads_and_forecasts(inputs: str, quadratic: list) -> None:
+    forecaster = GrokForecaster.pretrained(inputs)
+    assert 0.0 <= forecaster.predict_proba(probe_history(quadratic[0], 0.1)) <= 1.0
+
+
+def test_the_shipped_forecaster_is_better_than_chance_on_its_corpus() -> None:
+    records = load_corpus()
+    forecaster = GrokForecaster.pretrained("full")
+    p = np.array([forecaster.predict_proba(probe_history(r, 0.1)) for r in records])
+    grokked = np.array([r.grokked for r in records])
+    assert p[grokked].mean() > p[~grokked].mean()
+
+
+def test_a_run_far_outside_the_corpus_leans_but_does_not_saturate(quadratic: list) -> None:
+    forecaster = GrokForecaster.pretrained("full")
+    history = probe_history(quadratic[0], 0.1)
+    odd = {**history, "weight_norm": history["weight_norm"] * 1e6, "train_loss": history["train_loss"] * 1e6}
+    bound = forecaster.predict_logit(odd)
+    assert abs(bound) <= np.abs(forecaster.to_dict()["weights"]).sum() * CLIP + abs(forecaster._intercept)
+    assert 1e-6 < forecaster.predict_proba(odd) < 1 - 1e-6
+
+
+def test_explain_names_the_features_that_moved_the_forecast(quadratic: list) -> None:
+    explanation = GrokForecaster.pretrained("full").explain(probe_history(quadratic[0], 0.1), top=2)
+    assert len(explanation) == 2 and set(explanation) <= set(GrokForecaster().features)
+
+
+def test_feature_extraction_is_explicit_about_missing_or_bad_series() -> None:
+    with pytest.raises(ValueError, match="history has no 'val_acc' series"):
+        extract_features({"train_loss": np.linspace(2, 1, 100)}, ("val_acc",))
+    with pytest.raises(ValueError, match="train_loss has 3 points; at least 4"):
+        extract_features({"train_loss": [2.0, 1.5, 1.0]}, ("train_loss",))
+    with pytest.raises(ValueError, match="non-finite value nan at index 2"):
+        extract_features({"train_loss": [2.0, 1.5, np.nan, 1.0, 0.9]}, ("train_loss",))
+    with pytest.raises(ValueError, match=r"history\['hyperparameters'\] must hold"):
+        extract_features({"hyperparameters": {"lr": 1e-3}}, ("hyperparameters",))
+
+
+def test_bad_forecaster_arguments_and_states_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="groups=\\['spectrum'\\]"):
+        GrokForecaster(("spectrum",))
+    with pytest.raises(ValueError, match="features=\\['mobility'\\]"):
+        GrokForecaster(("val_acc",), features=("mobility",))
+    with pytest.raises(GrokforecastError, match="not fitted"):
+        GrokForecaster().predict_proba({"train_loss": np.linspace(2, 1, 100)})
+    history = {"val_acc": np.linspace(0, 0.5, 20)}
+    with pytest.raises(ValueError, match="all one class"):
+        GrokForecaster(("val_acc",)).fit([history, history], [True, True])
+    with pytest.raises(ValueError, match="inputs='everything'"):
+        GrokForecaster.pretrained("everything")
+    (tmp_path / "old.json").write_text(json.dumps({"format": "grokforecast-forecaster", "version": 0}))
+    with pytest.raises(GrokforecastError, match="version 1"):
+        GrokForecaster.load(tmp_path / "old.json")
+
+
+def test_the_grok_time_law_recovers_its_constants() -> None:
+    r = np.array([0.2, 0.3, 0.4, 0.5, 0.7, 0.9])
+    law = gf.fit_grok_time(r, 120.0 * r**-1.5 + 40.0)
+    assert (law.a, law.gamma, law.b) == pytest.approx((120.0, 1.5, 40.0), rel=1e-3)
+    np.testing.assert_allclose(
+        law.predict([0.25, 0.6]), 120.0 * np.array([0.25, 0.6]) ** -1.5 + 40.0, rtol=1e-3
+    )
+
+
+def test_the_grok_time_law_on_the_corpus_falls_with_the_data_fraction(quadratic: list) -> None:
+    grokked = [r for r in quadratic if r.grokked and r.config["weight_decay"] == 1.0]
+    law = fit_grok_time([r.config["data_fraction"] for r in grokked], [r.times.t4 for r in grokked])
+    assert law.predict(0.2) > law.predict(0.4)
+
+
+@pytest.mark.parametrize(
+    ("r", "t", "message"),
+    [
+        ([0.3, 0.3, 0.4], [1, 2, 3], "at least 3 distinct"),
+        ([0.0, 0.3, 0.4], [1, 2, 3], "must lie in \\(0, 1\\]"),
+        ([0.2, 0.3, 0.4], [1, np.inf, 3], "finite"),
+        ([0.2, 0.3], [1, 2, 3], "r has 2 values but t has 3"),
+    ],
+)
+def test_the_grok_time_law_refuses_bad_input(r: list, t: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_grok_time(r, t)
