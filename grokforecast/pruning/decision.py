@@ -1,0 +1,52 @@
+"""What the pruner decided about a trial, and why, as values a dashboard can show.
+
+The decision is made once per trial, at its probe step:
+
+- ``KEEP``: the forecast says the run will grok; it continues to full length.
+- ``PRUNE``: the forecast says it will not; the trial ends PRUNED at the probe step.
+- ``EXPLORE``: the forecast says prune, but the trial was drawn to run to full length
+  anyway, so that the study's own completed trials include low-forecast runs and the
+  online recalibration is not biased towards the trials it already liked.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+
+
+class Decision(enum.StrEnum):
+    KEEP = "keep"
+    PRUNE = "prune"
+    EXPLORE = "explore"
+
+
+#: User attribute holding the :class:`DecisionRecord` as a dict (shown by dashboards).
+DECISION_ATTR = "grokforecast_decision"
+#: System attribute with what later trials need: the forecast's logit at the probe step.
+PROBE_ATTR = "grokforecast:probe"
+#: User attribute an objective may set to say whether the finished trial grokked.
+GROKKED_ATTR = "grokked"
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A decision with its reason: the forecast, the rule it was held against, the step."""
+
+    decision: Decision
+    step: int
+    probability: float
+    rule: str
+    main_features: dict[str, float]
+    calibrated_on: int
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "decision": self.decision.value}
+
+    @property
+    def reason(self) -> str:
+        features = ", ".join(f"{name} {value:+.2f}" for name, value in self.main_features.items())
+        return (
+            f"{self.decision.value} at step {self.step}: P(grok) = {self.probability:.3f} against "
+            f"{self.rule}; main features (logit contributions): {features}"
+        )

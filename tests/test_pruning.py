@@ -1,0 +1,226 @@
+"""HjorthPruner and Monitor inside real Optuna studies, replaying recorded runs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from grokforecast import GrokForecaster, HjorthPruner, Monitor
+from grokforecast.corpus import load_corpus
+from grokforecast.forecast.fitting import probe_history
+from grokforecast.pruning.calibration import fit_calibration, grok_label
+from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR
+from grokforecast.records import RunRecord
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+PROBE_FRACTION = 0.1
+RECORDS = load_corpus("quadratic_add97")  # 600 steps: probe at 60
+
+
+def replay_objective(records: list[RunRecord], report_every: int = 5) -> Callable[[optuna.Trial], float]:
+    """An objective that replays record ``trial.number`` through a Monitor, step by step."""
+
+    def objective(trial: optuna.Trial) -> float:
+        record = records[trial.number % len(records)]
+        for name in ("lr", "weight_decay", "data_fraction"):
+            trial.suggest_float(name, record.config[name], record.config[name])
+        curves = record.curves
+        monitor = Monitor(trial, report_every=report_every)
+        evaluations = dict(zip(curves.eval_steps, range(len(curves.eval_steps)), strict=True))
+        for step in range(curves.steps):
+            monitor.log(step, train_loss=curves.train_loss[step], train_acc=curves.train_acc[step])
+            if step in evaluations:
+                i = evaluations[step]
+                monitor.log(
+                    step,
+                    val_loss=curves.val_loss[i],
+                    val_acc=curves.val_acc[i],
+                    weight_norm=curves.weight_norm[i],
+                )
+            if monitor.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("grokked", record.grokked)
+        return curves.val_acc[-1]
+
+    return objective
+
+
+def storages(tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    yield "memory", None
+    yield "sqlite", f"sqlite:///{tmp_path / 'study.db'}"
+    if os.environ.get("GROKFORECAST_TEST_POSTGRES_URL"):
+        yield "postgres", os.environ["GROKFORECAST_TEST_POSTGRES_URL"]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    urls = dict(storages(tmp_path))
+    if request.param not in urls:
+        pytest.skip("GROKFORECAST_TEST_POSTGRES_URL is not set")
+    yield urls[request.param]
+
+
+def _study(storage: str | None, pruner: HjorthPruner) -> optuna.Study:
+    return optuna.create_study(
+        study_name=f"test-{uuid.uuid4().hex[:8]}", storage=storage, direction="maximize", pruner=pruner
+    )
+
+
+def test_forecast_negative_trials_are_pruned_at_the_probe_step_and_never_before(storage: str | None) -> None:
+    records = RECORDS[:12]
+    probe = round(PROBE_FRACTION * records[0].config["steps"])
+    pruner = HjorthPruner(probe_step=probe, exploration=0.0, recalibrate=False)
+    study = _study(storage, pruner)
+    study.optimize(replay_objective(records), n_trials=len(records), n_jobs=2)
+    forecaster = GrokForecaster.pretrained("full+hyperparameters")
+    outcomes = set()
+    for trial in study.trials:
+        record = records[trial.number]
+        expected = forecaster.predict_proba(probe_history(record, PROBE_FRACTION)) < 0.5
+        decision = trial.user_attrs[DECISION_ATTR]
+        assert decision["step"] == probe and decision["probability"] == pytest.approx(
+            forecaster.predict_proba(probe_history(record, PROBE_FRACTION))
+        )
+        assert "P(grok)" in decision["reason"]
+        if expected:
+            assert trial.state == TrialState.PRUNED and trial.last_step == probe
+            assert decision["decision"] == "prune"
+        else:
+            assert trial.state == TrialState.COMPLETE and trial.last_step == record.curves.steps - 5
+            assert decision["decision"] == "keep"
+        outcomes.add(trial.state)
+    assert outcomes == {TrialState.PRUNED, TrialState.COMPLETE}
+    if storage is not None:
+        optuna.delete_study(study_name=study.study_name, storage=storage)
+
+
+def test_the_monitor_reports_at_its_stride_and_keeps_dense_curves() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    monitor = Monitor(trial, report_every=10)
+    for step in range(35):
+        monitor.log(step, train_loss=1.0 / (step + 1))
+        if step % 5 == 0:
+            monitor.log(step, val_acc=step / 100)
+    assert sorted(study.trials[0].intermediate_values) == [0, 10, 20, 30]
+    history = monitor.history(until=20)
+    assert len(history["train_loss"]) == 21 and list(history["val_acc_steps"]) == [0, 5, 10, 15, 20]
+
+
+def test_plain_intermediate_values_of_each_series_are_forecast() -> None:
+    record = RECORDS[0]
+    for series, values, steps in [
+        ("train_loss", record.curves.train_loss, range(record.curves.steps)),
+        ("val_acc", record.curves.val_acc, record.curves.eval_steps),
+        ("val_loss", record.curves.val_loss, record.curves.eval_steps),
+    ]:
+        study = optuna.create_study(pruner=HjorthPruner(probe_step=60, series=series, exploration=0.0))
+
+        def objective(trial: optuna.Trial, values=values, steps=steps) -> float:
+            for step, value in zip(steps, values, strict=True):
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            return 0.0
+
+        study.optimize(objective, n_trials=1)
+        decision = study.trials[0].user_attrs[DECISION_ATTR]
+        assert decision["step"] == 60 and 0.0 <= decision["probability"] <= 1.0
+        assert study.trials[0].system_attrs[PROBE_ATTR]["forecaster"] == series
+
+
+def test_keep_top_keeps_the_best_ranked_fraction_after_warm_up() -> None:
+    pruner = HjorthPruner(probe_step=60, keep_top=0.5, n_min_probed=4, exploration=0.0, recalibrate=False)
+    study = _study(None, pruner)
+    study.optimize(replay_objective(RECORDS[:16]), n_trials=16)
+    decisions = [t.user_attrs[DECISION_ATTR] for t in study.trials]
+    assert all(d["decision"] == "keep" and "warm-up" in d["rule"] for d in decisions[:3])
+    assert {d["decision"] for d in decisions[3:]} == {"keep", "prune"}
+
+
+def test_exploration_runs_some_forecast_negative_trials_to_the_end() -> None:
+    pruner = HjorthPruner(probe_step=60, threshold=1.0, exploration=1.0, recalibrate=False)
+    study = _study(None, pruner)
+    study.optimize(replay_objective(RECORDS[:4]), n_trials=4)
+    assert {t.user_attrs[DECISION_ATTR]["decision"] for t in study.trials} == {"explore"}
+    assert {t.state for t in study.trials} == {TrialState.COMPLETE}
+
+
+def test_recalibration_learns_from_the_studys_completed_trials() -> None:
+    pruner = HjorthPruner(probe_step=60, threshold=0.0, recalibrate=True, min_calibration_trials=6)
+    study = _study(None, pruner)
+    study.optimize(replay_objective(RECORDS[:20]), n_trials=20)
+    completed = study.get_trials(states=(TrialState.COMPLETE,))
+    calibration = fit_calibration(completed, grok_label(study, 0.95), "full+hyperparameters", 6)
+    assert calibration.trials == 20 and calibration.slope > 0
+    assert study.trials[-1].user_attrs[DECISION_ATTR]["calibrated_on"] == 19
+
+
+def test_a_nan_value_is_pruned_at_once() -> None:
+    study = optuna.create_study(pruner=HjorthPruner(probe_step=100))
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.report(1.0, 0)
+        trial.report(float("nan"), 1)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+        return 0.0
+
+    study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == TrialState.PRUNED and study.trials[0].last_step == 1
+
+
+def test_too_few_reports_by_the_probe_step_is_a_clear_error() -> None:
+    study = optuna.create_study(pruner=HjorthPruner(probe_step=2))
+
+    def objective(trial: optuna.Trial) -> float:
+        for step in range(5):
+            trial.report(1.0 / (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return 0.0
+
+    with pytest.raises(
+        ValueError,
+        match=r"cannot forecast trial 0 at step 2: train_loss has 3 points; .* "
+        "report more often or raise probe_step",
+    ):
+        study.optimize(objective, n_trials=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"probe_step": 0}, "probe_step must be at least 1 but got 0"),
+        ({"series": "accuracy"}, "series must be one of"),
+        ({"threshold": 1.5}, "threshold must lie in \\[0, 1\\] but got 1.5"),
+        ({"keep_top": 0.0}, "keep_top must lie in \\(0, 1\\] but got 0.0"),
+        ({"exploration": -0.1}, "exploration must lie in \\[0, 1\\] but got -0.1"),
+        ({"n_min_probed": 0}, "n_min_probed must be at least 1 but got 0"),
+        ({"min_calibration_trials": 1}, "min_calibration_trials must be at least 2 but got 1"),
+        ({"hyperparameters": {"lr": "lr"}}, "hyperparameters must map exactly"),
+        ({"forecaster": GrokForecaster()}, "forecaster is not fitted"),
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HjorthPruner(**{"probe_step": 10, **kwargs})
+
+
+def test_the_probability_is_monotone_in_the_stored_logit() -> None:
+    assert np.all(
+        np.diff(
+            [
+                HjorthPruner(probe_step=1)._calibration(optuna.create_study(), "full").probability(z)
+                for z in (-3.0, 0.0, 3.0)
+            ]
+        )
+        > 0
+    )
