@@ -1,0 +1,1 @@
+"""Benchmarks: commands whose numbers go into BENCHMARKS.md, never asserted by tests."""

@@ -1,0 +1,155 @@
+"""How well the forecaster predicts grokking on the corpus, on runs it did not see.
+
+Two held-out protocols, both out-of-fold:
+
+- ``cells``: grouped k-fold over grid cells (all seeds of one lr / wd / r cell are held
+  out together), training on every workload; scored per workload.
+- ``workload``: leave one corpus out, train on the others, score the one left out.
+
+Each variant (a set of features) is scored by ROC AUC, recall at a fixed false-positive
+rate, Brier score and expected calibration error, at several probe lengths given as
+fractions of the full run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from grokforecast.forecast.features import CURVE_GROUPS, FEATURE_GROUPS
+from grokforecast.forecast.fitting import probe_history, usable_records
+from grokforecast.forecast.forecaster import SIGNATURE_FEATURES, GrokForecaster
+from grokforecast.records import RunRecord
+
+#: Feature sets compared; "full" is what ``GrokForecaster()`` uses by default.
+VARIANTS: dict[str, dict] = {
+    "signature (paper)": {"groups": ("train_loss",), "features": SIGNATURE_FEATURES},
+    "train_loss": {"groups": ("train_loss",)},
+    "val_loss": {"groups": ("val_loss",)},
+    "val_acc": {"groups": ("val_acc",)},
+    "full": {"groups": CURVE_GROUPS},
+    "full+hyperparameters": {"groups": tuple(FEATURE_GROUPS)},
+}
+
+
+@dataclass(frozen=True)
+class Score:
+    variant: str
+    protocol: str
+    workload: str
+    probe_fraction: float
+    n: int
+    positives: int
+    auc: float
+    recall_at_fpr: float
+    brier: float
+    ece: float
+
+
+def corpus_name(record: RunRecord) -> str:
+    """The corpus (grid) a record belongs to: its run id up to the hash."""
+    return record.run_id.rsplit("-", 1)[0]
+
+
+def cell_key(record: RunRecord) -> str:
+    return f"{corpus_name(record)}|" + "|".join(
+        f"{k}={v}" for k, v in sorted(record.config.items()) if k not in ("seed", "device")
+    )
+
+
+def _scores(
+    variant: str,
+    protocol: str,
+    workload: str,
+    fraction: float,
+    labels: np.ndarray,
+    p: np.ndarray,
+    max_fpr: float,
+) -> Score:
+    from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, p)
+    bins = np.minimum((p * 10).astype(int), 9)
+    ece = sum(
+        abs(p[bins == b].mean() - labels[bins == b].mean()) * (bins == b).mean()
+        for b in range(10)
+        if (bins == b).any()
+    )
+    return Score(
+        variant,
+        protocol,
+        workload,
+        fraction,
+        len(labels),
+        int(labels.sum()),
+        float(roc_auc_score(labels, p)),
+        float(tpr[fpr <= max_fpr].max()),
+        float(brier_score_loss(labels, p)),
+        float(ece),
+    )
+
+
+def out_of_fold(
+    matrix: np.ndarray, labels: np.ndarray, folds: Sequence[np.ndarray], variant: dict
+) -> np.ndarray:
+    """Predictions for each held-out fold from a forecaster fitted on the rest."""
+    forecaster = GrokForecaster(**variant)
+    p = np.full(len(labels), np.nan)
+    for held_out in folds:
+        train = np.setdiff1d(np.arange(len(labels)), held_out)
+        forecaster.fit_features(matrix[train], labels[train])
+        p[held_out] = forecaster.predict_proba_features(matrix[held_out])
+    return p
+
+
+def evaluate(
+    records: Sequence[RunRecord],
+    fractions: Sequence[float] = (0.025, 0.05, 0.1),
+    n_folds: int = 5,
+    max_fpr: float = 0.1,
+    seed: int = 0,
+) -> list[Score]:
+    """Score every variant under both protocols at every probe fraction."""
+    from sklearn.model_selection import GroupKFold
+
+    records = usable_records(records)
+    labels = np.array([r.grokked for r in records], dtype=int)
+    workloads = np.array([corpus_name(r) for r in records])
+    cells = np.array([cell_key(r) for r in records])
+    cell_folds = [
+        held for _, held in GroupKFold(n_folds, shuffle=True, random_state=seed).split(labels, labels, cells)
+    ]
+    workload_folds = [np.flatnonzero(workloads == w) for w in sorted(set(workloads))]
+    scores = []
+    for fraction in fractions:
+        full = GrokForecaster(tuple(FEATURE_GROUPS))
+        matrix = full.feature_matrix([probe_history(r, fraction) for r in records])
+        for name, variant in VARIANTS.items():
+            columns = [full.features.index(f) for f in GrokForecaster(**variant).features]
+            for protocol, folds in (("cells", cell_folds), ("workload", workload_folds)):
+                p = out_of_fold(matrix[:, columns], labels, folds, variant)
+                for workload in sorted(set(workloads)):
+                    mask = workloads == workload
+                    if len(set(labels[mask])) == 2:
+                        scores.append(
+                            _scores(name, protocol, workload, fraction, labels[mask], p[mask], max_fpr)
+                        )
+    return scores
+
+
+def markdown_table(scores: Sequence[Score], max_fpr: float = 0.1) -> str:
+    lines = [
+        "| protocol | variant | workload | probe | n (grokked) | ROC AUC "
+        f"| recall @ FPR {max_fpr:g} | Brier | ECE |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in sorted(
+        scores, key=lambda s: (s.protocol, list(VARIANTS).index(s.variant), s.workload, s.probe_fraction)
+    ):
+        lines.append(
+            f"| {s.protocol} | {s.variant} | {s.workload} | {100 * s.probe_fraction:g} % | "
+            f"{s.n} ({s.positives}) | {s.auc:.3f} | {s.recall_at_fpr:.2f} | {s.brier:.3f} | {s.ece:.3f} |"
+        )
+    return "\n".join(lines)

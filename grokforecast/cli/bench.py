@@ -1,0 +1,109 @@
+"""``grokforecast bench ...``: the benchmark commands behind BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import click
+import torch
+
+from grokforecast.cli.options import train_config_from_cli, train_config_options
+
+
+@click.group()
+def bench() -> None:
+    """Measure grokforecast; the numbers go into BENCHMARKS.md."""
+
+
+@bench.command("trainer")
+@train_config_options
+@click.option(
+    "--timed-steps",
+    type=click.IntRange(min=10),
+    default=500,
+    show_default=True,
+    help="Steps timed per round for each loop.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Alternating rounds; the median is reported.",
+)
+def trainer_throughput(timed_steps: int, rounds: int, **settings) -> None:
+    """Steps per second of the trainer against a plain PyTorch loop of the same model."""
+    from grokforecast.bench.throughput import measure_throughput
+
+    config = train_config_from_cli(settings)
+    result = measure_throughput(config, timed_steps, rounds)
+    click.echo(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}"
+    )
+    click.echo(
+        f"workload {config.workload} {config.workload_options or ''} batch "
+        f"{config.batch_size or 'full'}, grokfast {config.grokfast}, eval_every {config.eval_every}"
+    )
+    click.echo(f"plain loop   {result.plain_steps_per_second:8.1f} steps/s")
+    click.echo(f"trainer      {result.trainer_steps_per_second:8.1f} steps/s")
+    click.echo(f"overhead     {100 * result.overhead:+8.1f} %")
+
+
+@bench.command("grokfast")
+@train_config_options
+def grokfast_speedup(**settings) -> None:
+    """Steps to grok (t4) of one configuration without a filter, with EMA and with MA.
+
+    The --grokfast flag is ignored: all three filters run, each to --steps.
+    """
+    import dataclasses
+
+    from grokforecast.training import Trainer
+
+    base = train_config_from_cli(settings)
+    click.echo(
+        f"workload {base.workload} {base.workload_options or ''} lr {base.lr:g} wd {base.weight_decay:g} "
+        f"r {base.data_fraction:g} init_scale {base.init_scale:g} batch {base.batch_size or 'full'}"
+    )
+    click.echo(f"{'filter':<8} {'t2':>7} {'t4':>7} {'final val acc':>14}")
+    for kind in ("none", "ema", "ma"):
+        trainer = Trainer(dataclasses.replace(base, grokfast=kind))
+        trainer.run()
+        summary = trainer.summary()
+        t4 = summary["t4"] if summary["t4"] is not None else f">{base.steps}"
+        click.echo(f"{kind:<8} {summary['t2']!s:>7} {t4!s:>7} {summary['final_val_acc']:>14.3f}")
+
+
+@bench.command("forecast")
+@click.option(
+    "--corpus",
+    "corpora",
+    multiple=True,
+    metavar="NAME_OR_DIR",
+    help="Corpus to evaluate on (repeatable) [default: every shipped corpus].",
+)
+@click.option(
+    "--probe",
+    "fractions",
+    multiple=True,
+    type=float,
+    default=(0.025, 0.05, 0.1),
+    show_default=True,
+    help="Probe length as a fraction of the full run (repeatable).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the markdown table to this file.",
+)
+def forecast(corpora: tuple[str, ...], fractions: tuple[float, ...], output: Path | None) -> None:
+    """ROC AUC, recall at 10 % FPR and calibration of the forecaster on held-out runs."""
+    from grokforecast.bench.forecast_eval import evaluate, markdown_table
+    from grokforecast.corpus import load_corpus
+
+    table = markdown_table(evaluate(load_corpus(*corpora), fractions))
+    click.echo(table)
+    if output is not None:
+        output.write_text(table + "\n")

@@ -1,0 +1,78 @@
+"""The ``grokforecast`` command as a user runs it: the installed console script."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GROKFORECAST = Path(sys.executable).with_name("grokforecast")
+TINY = ["-o", "p=11", "-o", "embed_dim=8", "-o", "hidden=16", "--lr", "1e-2", "--eval-every", "10"]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    assert GROKFORECAST.exists(), "the console script is not installed beside this interpreter"
+    return subprocess.run([str(GROKFORECAST), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_train_prints_a_summary_and_writes_curves(tmp_path: Path) -> None:
+    result = run("train", *TINY, "--steps", "50", "--curves", str(tmp_path / "c.json"))
+    assert result.returncode == 0, result.stderr
+    assert "t2 (memorized)" in result.stdout and "final val acc" in result.stdout
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert len(record["curves"]["train_loss"]) == 50 and record["config"]["lr"] == 1e-2
+
+
+def test_train_continues_from_its_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run.pt"
+    assert run("train", *TINY, "--steps", "20", "--checkpoint", str(checkpoint)).returncode == 0
+    result = run(
+        "train", *TINY, "--steps", "40", "--checkpoint", str(checkpoint), "--curves", str(tmp_path / "c.json")
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads((tmp_path / "c.json").read_text())["curves"]["train_loss"]) == 40
+    other = run("train", *TINY, "--weight-decay", "0.5", "--steps", "40", "--checkpoint", str(checkpoint))
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [
+        "error: checkpoint belongs to another run: weight_decay=1.0 (this run: 0.5)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data-fraction", "1.5"], "error: data_fraction=1.5 must lie strictly between 0 and 1"),
+        (["-o", "q=3"], "error: workload 'modular_mlp' has no option 'q'"),
+        (["-o", "p"], "error: workload option 'p' is not KEY=VALUE"),
+        (["-o", "op=x%y"], "error: unknown operation op='x%y'"),
+        (["-o", "op=x/y", "-o", "p=12"], "error: division needs a prime modulus but got p=12"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args: list[str], message: str) -> None:
+    result = run("train", *args, "--steps", "5")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+def test_a_diverging_run_says_where_and_exits_1() -> None:
+    result = run("train", *TINY, "--lr", "1e6", "--warmup-steps", "0", "--steps", "50")
+    assert result.returncode == 1
+    assert "diverged: the training loss became NaN or infinite at step" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_corpus_command_builds_and_skips_finished_runs(tmp_path: Path) -> None:
+    grid = tmp_path / "g.toml"
+    grid.write_text(
+        'name = "g"\n[fixed]\nworkload_options = { p = 7, embed_dim = 4, hidden = 8 }\n'
+        "steps = 10\n[grid]\nseed = [0, 1]\n"
+    )
+    first = run("corpus", str(grid), "--workers", "1", "--out", str(tmp_path / "out"))
+    assert first.returncode == 0, first.stderr
+    assert "0 runs already" in first.stdout and len(list((tmp_path / "out").iterdir())) == 2
+    again = run("corpus", str(grid), "--workers", "1", "--out", str(tmp_path / "out"))
+    assert "2 runs already" in again.stdout and "0 to go" in again.stdout
+    missing = run("corpus", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "cannot read grid file" in missing.stderr
