@@ -20,7 +20,8 @@ Feature groups, by the series they read:
 - ``weight_norm``: Omnigrok's signal, the relative shrinkage of the weights;
 - ``hyperparameters`` (optional, from ``history["hyperparameters"]`` with keys ``lr``,
   ``weight_decay``, ``data_fraction``): the data fraction, which no curve reveals but
-  which decides most of whether a run groks, and Omnigrok's weight-decay rate
+  which decides most of whether a run groks, also as a log because the grokking time
+  goes as a power of it (t4 = a r**-gamma + b), and Omnigrok's weight-decay rate
   ``lr * weight_decay``, which sets how soon the weights shrink to the generalizing norm.
 """
 
@@ -51,7 +52,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "val_loss": ("val_loss_last", "val_loss_slope"),
     "val_acc": ("val_acc_last", "val_acc_best", "val_acc_slope"),
     "weight_norm": ("weight_norm_ratio", "weight_norm_slope"),
-    "hyperparameters": ("data_fraction", "log_decay_rate", "log_weight_decay"),
+    "hyperparameters": ("data_fraction", "log_data_fraction", "log_decay_rate"),
 }
 
 #: The groups read from curves (everything but the hyperparameters).
@@ -154,8 +155,8 @@ def _hyperparameter_features(history: History) -> dict[str, float]:
         )
     return {
         "data_fraction": fraction,
+        "log_data_fraction": float(np.log10(fraction)),
         "log_decay_rate": float(np.log10(lr * weight_decay + _TINY)),
-        "log_weight_decay": float(np.log10(weight_decay + _TINY)),
     }
 
 

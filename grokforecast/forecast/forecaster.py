@@ -66,14 +66,15 @@ class GrokForecaster:
             Names of the features to use, a subset of the groups' features (e.g. only the
             paper's signature, ``SIGNATURE_FEATURES``); default: all of them.
         regularization:
-            Inverse L2 strength ``C`` of the logistic regression.
+            Inverse L2 strength ``C`` of the logistic regression; the default scored best
+            on held-out cells of the shipped corpus among 0.03-10.
     """
 
     def __init__(
         self,
         groups: Sequence[str] = CURVE_GROUPS,
         features: Sequence[str] | None = None,
-        regularization: float = 1.0,
+        regularization: float = 3.0,
     ) -> None:
         unknown = [g for g in groups if g not in FEATURE_GROUPS]
         if unknown or not groups:
