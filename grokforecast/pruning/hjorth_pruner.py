@@ -202,7 +202,7 @@ class HjorthPruner(BasePruner):
             values = np.array([trial.intermediate_values[s] for s in steps])
             history = {self.series: values, f"{self.series}_steps": steps}
         params = {name: trial.params.get(param) for name, param in self.hyperparameters.items()}
-        if all(value is not None for value in params.values()):
+        if "hyperparameters" not in history and all(value is not None for value in params.values()):
             history["hyperparameters"] = params
         return history
 

@@ -12,16 +12,33 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import defaultdict
+from typing import Protocol
 
 import numpy as np
 import optuna
 
-_ACTIVE: weakref.WeakValueDictionary[tuple[str, int], Monitor] = weakref.WeakValueDictionary()
+
+class HistorySource(Protocol):
+    """Anything that can hand the pruner a trial's curves so far (a Monitor, a trainer)."""
+
+    def history(self, until: int | None = None) -> dict[str, np.ndarray]: ...
+
+
+_ACTIVE: weakref.WeakValueDictionary[tuple[str, int], HistorySource] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 
 
-def active_monitor(study_name: str, trial_number: int) -> Monitor | None:
-    """The Monitor that an objective in this process opened for the trial, if any."""
+def register_history_source(trial: optuna.Trial, source: HistorySource) -> None:
+    """Let a pruner in this process read ``source``'s curves for ``trial``.
+
+    Held weakly: the registration ends when the objective drops the source.
+    """
+    with _LOCK:
+        _ACTIVE[(trial.study.study_name, trial.number)] = source
+
+
+def active_monitor(study_name: str, trial_number: int) -> HistorySource | None:
+    """The history source an objective in this process registered for the trial, if any."""
     with _LOCK:
         return _ACTIVE.get((study_name, trial_number))
 
@@ -73,8 +90,7 @@ class Monitor:
         self._steps: dict[str, list[int]] = defaultdict(list)
         self._values: dict[str, list[float]] = defaultdict(list)
         self._last_reported: int | None = None
-        with _LOCK:
-            _ACTIVE[(trial.study.study_name, trial.number)] = self
+        register_history_source(trial, self)
 
     def log(self, step: int, **metrics: float) -> None:
         """Record metrics at ``step``; report ``series`` to Optuna on the stride."""
