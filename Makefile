@@ -19,8 +19,7 @@ $(BIN)/grokforecast: pyproject.toml
 install: $(BIN)/grokforecast
 
 quickstart: install
-	$(BIN)/grokforecast train --workload modular_mlp -o p=59 --lr 3e-3 --weight-decay 1 \
-		--data-fraction 0.6 --steps 1500 --curves runs/quickstart.json
+	$(BIN)/grokforecast sweep studies/quickstart.toml
 
 test: install
 	$(BIN)/ruff check .

@@ -19,8 +19,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from grokforecast.cli import bench, corpus, forecaster, train
+    from grokforecast.cli import bench, corpus, forecaster, sweep, train
 
+    main.add_command(sweep.sweep)
+    main.add_command(sweep.resume)
+    main.add_command(sweep.worker)
     main.add_command(train.train)
     main.add_command(corpus.corpus)
     main.add_command(forecaster.forecaster)

@@ -1,0 +1,1 @@
+"""Sweeps: study files, the study database, the Optuna driver and its workers."""

@@ -1,0 +1,243 @@
+"""Study files: what a sweep searches, on which workload, with which budget and pruner.
+
+A study file is TOML, validated by pydantic; any mistake (an unknown key, a wrong type,
+``low > high``, a log range through zero) is one line naming the file and the key::
+
+    name = "quickstart"
+    n_trials = 16
+    # storage = "postgresql+psycopg://user@host/db"   default: sqlite:///runs/<name>.db
+
+    [sampler]
+    kind = "tpe"                  # tpe, random, grid, qmc
+    seed = 0
+
+    [train]                       # fixed TrainConfig settings
+    workload = "modular_mlp"
+    workload_options = { p = 59 }
+
+    [search]                      # the search space; any TrainConfig setting
+    lr = { low = 1e-3, high = 1e-2, log = true }
+    weight_decay = { low = 0.1, high = 3.0, log = true }
+    data_fraction = { low = 0.3, high = 0.7 }
+    grokfast = { choices = ["none", "ema"] }
+
+    [budget]
+    probe_steps = 150             # every trial trains this far, then the forecast decides
+    full_steps = 2000             # kept trials continue to here
+    hold_steps = 200              # a trial that held the grok threshold this long ends early
+
+    [pruner]                      # HjorthPruner settings; enabled = false runs every trial
+    threshold = 0.5
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from grokforecast.errors import ConfigError
+from grokforecast.training.config import TrainConfig
+
+#: Objectives a study can optimize, with the direction each implies.
+OBJECTIVES: dict[str, str] = {
+    "final_val_acc": "maximize",
+    "best_val_acc": "maximize",
+    "final_val_loss": "minimize",
+}
+
+#: The TrainConfig setting a study sets in [budget] instead.
+_NOT_IN_TRAIN = frozenset({"steps"})
+TRAIN_SETTINGS = frozenset(f.name for f in fields(TrainConfig)) - _NOT_IN_TRAIN
+#: Settings sampled as integers.
+INT_SETTINGS = frozenset(f.name for f in fields(TrainConfig) if f.type in ("int", "int | None"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """A numeric range; integer settings (``warmup_steps``, ``batch_size``, ...) sample integers."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    grid: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low={self.low} and high={self.high} must be finite")
+        if self.low > self.high:
+            raise ValueError(f"low={self.low} is greater than high={self.high}; swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range must be > 0 but low={self.low}; raise low or set log = false")
+        if self.log and self.step is not None:
+            raise ValueError("step and log = true cannot be combined (Optuna); drop one")
+        if self.grid is not None and any(not self.low <= v <= self.high for v in self.grid):
+            raise ValueError(f"grid={self.grid} has values outside [{self.low}, {self.high}]")
+        return self
+
+
+class Choices(_Strict):
+    choices: list[str | int | float | bool | None] = Field(min_length=1)
+
+
+Distribution = Range | Choices
+
+
+class SamplerSpec(_Strict):
+    kind: Literal["tpe", "random", "grid", "qmc"] = "tpe"
+    seed: int | None = 0
+
+
+class BudgetSpec(_Strict):
+    probe_steps: Annotated[int, Field(ge=1)]
+    full_steps: Annotated[int, Field(ge=1)]
+    hold_steps: Annotated[int, Field(ge=0)] = 200
+    checkpoint_every: Annotated[int, Field(ge=1)] = 500
+    report_every: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetSpec:
+        if self.probe_steps >= self.full_steps:
+            raise ValueError(
+                f"probe_steps={self.probe_steps} must be below full_steps={self.full_steps}; "
+                "the probe is the short start of a full run"
+            )
+        return self
+
+
+class PrunerSpec(_Strict):
+    enabled: bool = True
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    keep_top: Annotated[float, Field(gt=0, le=1)] | None = None
+    n_min_probed: Annotated[int, Field(ge=1)] = 5
+    exploration: Annotated[float, Field(ge=0, le=1)] = 0.05
+    recalibrate: bool = True
+    min_calibration_trials: Annotated[int, Field(ge=2)] = 10
+    seed: int = 0
+
+
+class StorageSpec(_Strict):
+    heartbeat_interval: Annotated[int, Field(ge=1)] = 20
+    grace_period: Annotated[int, Field(ge=2)] | None = None
+    max_retry: Annotated[int, Field(ge=0)] = 3
+
+
+class StudySpec(_Strict):
+    """A validated study file."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    n_trials: Annotated[int, Field(ge=1)]
+    storage: str | None = None
+    objective: Literal["final_val_acc", "best_val_acc", "final_val_loss"] = "final_val_acc"
+    direction: Literal["maximize", "minimize"] | None = None
+    checkpoint_dir: str | None = None
+    sampler: SamplerSpec = SamplerSpec()
+    train: dict[str, Any] = {}
+    search: dict[str, Distribution]
+    budget: BudgetSpec
+    pruner: PrunerSpec = PrunerSpec()
+    heartbeat: StorageSpec = StorageSpec()
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        for section, names in (("train", self.train), ("search", self.search)):
+            unknown = sorted(set(names) - TRAIN_SETTINGS)
+            if unknown:
+                raise ValueError(
+                    f"{section}.{unknown[0]} is not a training setting; choose from {sorted(TRAIN_SETTINGS)}"
+                )
+        both = sorted(set(self.train) & set(self.search))
+        if both:
+            raise ValueError(f"{both[0]} is both fixed in [train] and searched in [search]; keep one")
+        if not self.search:
+            raise ValueError("[search] is empty; name at least one setting to search")
+        if self.direction is not None and self.direction != OBJECTIVES[self.objective]:
+            raise ValueError(
+                f"direction={self.direction!r} contradicts objective={self.objective!r}, "
+                f"which is {OBJECTIVES[self.objective]}d; drop direction"
+            )
+        for name, dist in self.search.items():
+            if (
+                name in INT_SETTINGS
+                and isinstance(dist, Range)
+                and not (dist.low.is_integer() and dist.high.is_integer())
+            ):
+                raise ValueError(f"search.{name} is an integer setting; low and high must be integers")
+        if self.sampler.kind == "grid":
+            ungridded = [n for n, d in self.search.items() if not isinstance(d, Choices) and d.grid is None]
+            if ungridded:
+                raise ValueError(f"the grid sampler needs search.{ungridded[0]}.grid = [...] (or choices)")
+        return self
+
+    @property
+    def study_direction(self) -> str:
+        return OBJECTIVES[self.objective]
+
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///runs/{self.name}.db"
+
+    def train_config(self, params: dict[str, Any]) -> TrainConfig:
+        """The trial's TrainConfig: fixed settings, sampled ones, and the full budget."""
+        return TrainConfig.from_dict({**self.train, **params, "steps": self.budget.full_steps})
+
+
+def load_study_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file; every problem is one line naming file and key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no study file at {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_first_problem(error)}") from None
+    try:
+        config = spec.train_config(_midpoint(spec))
+        # Build the workload once (data table and model, no training): a bad workload
+        # option (an unknown op, p not prime for division) fails here, not in trial 0.
+        from grokforecast.training.workloads import build_problem
+
+        build_problem(config.workload, config.data_fraction, config.seed, config.workload_options)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return spec
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    location = ".".join(str(part) for part in problem["loc"] if not _is_union_branch(part))
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "extra_forbidden":
+        message = "unknown key; check its spelling against the study file reference"
+    return f"{location}: {message}" if location else message
+
+
+def _is_union_branch(part: Any) -> bool:
+    """pydantic's names for the branch of a union that failed, e.g. ``function-after[...]``."""
+    return isinstance(part, str) and (part in ("Range", "Choices") or "[" in part)
+
+
+def _midpoint(spec: StudySpec) -> dict[str, Any]:
+    """One point of the search space, to check the fixed settings before any trial runs."""
+    point: dict[str, Any] = {}
+    for name, dist in spec.search.items():
+        if isinstance(dist, Choices):
+            point[name] = dist.choices[0]
+        else:
+            middle = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+            point[name] = round(middle) if name in INT_SETTINGS else middle
+    return point

@@ -1,0 +1,190 @@
+"""The study database: Optuna's RDB storage plus grokforecast's table of dense curves.
+
+One SQLAlchemy URL names it. SQLite (the default) is switched to WAL journaling with
+``synchronous=NORMAL``: readers (the progress bar, a dashboard) no longer block the
+writers, and a commit costs about a millisecond instead of a full fsync. PostgreSQL
+(``postgresql+psycopg://...``) serves clusters.
+
+Optuna's tables hold studies, trials, parameters, states and the strided training loss
+that the pruner reads. The dense curves of every trial (every step's training loss and
+accuracy, every evaluation's validation metrics and weight norm) go to the table
+``grokforecast_curves``, one row per trial, series and flushed segment, the values packed
+as little-endian float32 bytes: a 10,000-step trial is a handful of rows, written in
+a few transactions, not one row per step.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import optuna
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from grokforecast.errors import GrokforecastError
+
+metadata = sa.MetaData()
+
+curves_table = sa.Table(
+    "grokforecast_curves",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study_name", sa.String(512), nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("series", sa.String(32), nullable=False),
+    sa.Column("first_step", sa.Integer, nullable=False),
+    sa.Column("steps", sa.LargeBinary, nullable=False),
+    sa.Column("values", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("study_name", "trial_number", "series", "first_step", name="uq_grokforecast_curves"),
+    sa.Index("ix_grokforecast_curves_trial", "study_name", "trial_number"),
+)
+
+Segment = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def display_url(url: str) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def open_storage(
+    url: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    max_retry: int | None = None,
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage for ``url``, with heartbeats and the curves table in place.
+
+    With ``heartbeat_interval``, a trial whose worker died (SIGKILL, power loss) is failed
+    after ``grace_period`` seconds by the next worker that starts a trial, and re-queued
+    with the same parameters up to ``max_retry`` times.
+    """
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise GrokforecastError(
+            f"storage {url!r} is not a database URL; e.g. sqlite:///runs/study.db or "
+            "postgresql+psycopg://user@host/db"
+        ) from None
+    engine_kwargs: dict = {}
+    if parsed.get_backend_name() == "sqlite":
+        engine_kwargs["connect_args"] = {"timeout": 60}
+        try:
+            _prepare_sqlite(parsed.database)
+        except (OSError, sqlite3.Error) as error:
+            raise GrokforecastError(f"cannot open storage {url}: {error}; check the path") from None
+    # Heartbeats and their retry callback are "experimental" in Optuna since 2.8; they
+    # are what makes a killed worker's trial recoverable, so use them without the noise.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    callback = (
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        if heartbeat_interval is not None
+        else None
+    )
+    try:
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=callback,
+        )
+        if parsed.get_backend_name() == "sqlite":
+            sa.event.listen(storage.engine, "connect", _sqlite_pragmas)
+            storage.engine.dispose()
+        metadata.create_all(storage.engine)
+    except (sa.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise GrokforecastError(
+            f"cannot open storage {display_url(url)}: {first_line}; check the URL and that the server is up"
+        ) from None
+    return storage
+
+
+def _prepare_sqlite(database: str | None) -> None:
+    if not database or database == ":memory:":
+        return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(database) as connection:  # WAL is a property of the file: set once
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _sqlite_pragmas(connection: sqlite3.Connection, _record: object) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _pack(values: np.ndarray, dtype: str) -> bytes:
+    return np.ascontiguousarray(values, dtype=dtype).tobytes()
+
+
+def write_curve_segment(engine: sa.Engine, study_name: str, trial_number: int, segment: Segment) -> None:
+    """Append one flushed segment (series -> (steps, values)) of a trial, in one transaction."""
+    rows = [
+        {
+            "study_name": study_name,
+            "trial_number": trial_number,
+            "series": series,
+            "first_step": int(steps[0]),
+            "steps": _pack(steps, "<i4"),
+            "values": _pack(values, "<f4"),
+        }
+        for series, (steps, values) in segment.items()
+        if len(steps)
+    ]
+    if rows:
+        with engine.begin() as connection:
+            connection.execute(curves_table.insert(), rows)
+
+
+def delete_curves(engine: sa.Engine, study_name: str, trial_numbers: Iterable[int]) -> None:
+    """Drop the stored curves of trials (a retry rewrites them from its checkpoint)."""
+    numbers = list(trial_numbers)
+    if numbers:
+        with engine.begin() as connection:
+            connection.execute(
+                curves_table.delete().where(
+                    curves_table.c.study_name == study_name, curves_table.c.trial_number.in_(numbers)
+                )
+            )
+
+
+def read_curves(
+    engine: sa.Engine,
+    study_name: str,
+    trial_numbers: Iterable[int] | None = None,
+    series: Iterable[str] | None = None,
+) -> dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Curves of a study's trials: ``{trial_number: {series: (steps, values)}}``, steps sorted."""
+    query = sa.select(
+        curves_table.c.trial_number,
+        curves_table.c.series,
+        curves_table.c.steps,
+        curves_table.c["values"],
+    ).where(curves_table.c.study_name == study_name)
+    if trial_numbers is not None:
+        query = query.where(curves_table.c.trial_number.in_(list(trial_numbers)))
+    if series is not None:
+        query = query.where(curves_table.c.series.in_(list(series)))
+    query = query.order_by(curves_table.c.trial_number, curves_table.c.series, curves_table.c.first_step)
+    pieces: dict[int, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
+    with engine.connect() as connection:
+        for number, name, steps, values in connection.execute(query):
+            pieces.setdefault(number, {}).setdefault(name, []).append(
+                (np.frombuffer(steps, "<i4"), np.frombuffer(values, "<f4"))
+            )
+    return {
+        number: {
+            name: (np.concatenate([s for s, _ in parts]), np.concatenate([v for _, v in parts]))
+            for name, parts in by_series.items()
+        }
+        for number, by_series in pieces.items()
+    }

@@ -1,0 +1,334 @@
+"""The sweep: study files, the study database, real tiny sweeps, crashes and resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from grokforecast.errors import ConfigError, GrokforecastError
+from grokforecast.pruning.decision import DECISION_ATTR
+from grokforecast.sweep.driver import SweepPlan, create_study, retry_interrupted, run_worker
+from grokforecast.sweep.spec import load_study_spec
+from grokforecast.sweep.storage import open_storage, read_curves, write_curve_segment
+from grokforecast.sweep.summary import report_text, summarize
+
+GROKFORECAST = [str(Path(sys.executable).parent / "grokforecast")]
+
+
+def study_text(
+    name: str, n_trials: int = 3, threshold: float = 0.5, full_steps: int = 240, **extra: str
+) -> str:
+    """A sweep of tiny (x + y) mod 23 MLPs: a trial takes about a second."""
+    return f"""
+name = "{name}"
+n_trials = {n_trials}
+{extra.get("top", "")}
+
+[sampler]
+kind = "random"
+seed = 1
+
+[train]
+workload = "modular_mlp"
+workload_options = {{ p = 23, embed_dim = 16, hidden = 32 }}
+eval_every = 10
+device = "cpu"
+
+[search]
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+weight_decay = {{ low = 0.1, high = 2.0, log = true }}
+data_fraction = {{ low = 0.3, high = 0.8 }}
+
+[budget]
+probe_steps = 40
+full_steps = {full_steps}
+hold_steps = 10000
+checkpoint_every = 100
+
+[pruner]
+threshold = {threshold}
+exploration = 0.0
+
+[heartbeat]
+heartbeat_interval = 1
+grace_period = 3
+"""
+
+
+def storage_urls(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    yield "sqlite", f"sqlite:///{tmp_path / 'study.db'}"
+    if os.environ.get("GROKFORECAST_TEST_POSTGRES_URL"):
+        yield "postgres", os.environ["GROKFORECAST_TEST_POSTGRES_URL"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    urls = dict(storage_urls(tmp_path))
+    if request.param not in urls:
+        pytest.skip("GROKFORECAST_TEST_POSTGRES_URL is not set")
+    return urls[request.param]
+
+
+def write_study(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# -- study files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("n_trials = 3", "n_trials = 3\nn_trails = 4"), "n_trails: unknown key"),
+        (("n_trials = 3", 'n_trials = "three"'), "n_trials: Input should be a valid integer"),
+        (
+            ("low = 1e-3, high = 1e-2", "low = 1e-2, high = 1e-3"),
+            "search.lr: low=0.01 is greater than high=0.001",
+        ),
+        (
+            ("low = 0.1, high = 2.0, log = true", "low = 0.0, high = 2.0, log = true"),
+            "a log range must be > 0",
+        ),
+        (
+            ('device = "cpu"', 'device = "cpu"\nlearning_rate = 1.0'),
+            "train.learning_rate is not a training setting",
+        ),
+        (("probe_steps = 40", "probe_steps = 400"), "probe_steps=400 must be below full_steps=240"),
+        (('kind = "random"', 'kind = "bayes"'), "sampler.kind: Input should be"),
+        (('kind = "random"', 'kind = "grid"'), "the grid sampler needs search.lr.grid"),
+        (("p = 23", "p = 22, op = 'x/y'"), "study.toml: "),
+        (("[budget]", "[budget\n"), "is not valid TOML"),
+    ],
+)
+def test_a_bad_study_file_is_one_line_naming_file_and_key(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    text = study_text("bad").replace(*change, 1)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_study_spec(write_study(tmp_path, text))
+    assert "study.toml" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_shipped_study_files_are_valid() -> None:
+    studies = sorted(Path(__file__).parents[1].joinpath("studies").glob("*.toml"))
+    assert len(studies) >= 4
+    for path in studies:
+        spec = load_study_spec(path)
+        assert spec.budget.probe_steps < spec.budget.full_steps
+
+
+def test_the_default_storage_is_a_sqlite_file_under_runs(tmp_path: Path) -> None:
+    spec = load_study_spec(write_study(tmp_path, study_text("defaults")))
+    assert spec.storage_url() == "sqlite:///runs/defaults.db"
+    assert spec.study_direction == "maximize"
+
+
+# -- the study database ----------------------------------------------------------------------
+
+
+def test_sqlite_storage_runs_in_wal_mode_and_stores_curves_in_batches(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'db' / 'study.db'}")
+    with sqlite3.connect(tmp_path / "db" / "study.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    steps = np.arange(0, 100)
+    write_curve_segment(storage.engine, "s", 0, {"train_loss": (steps[:50], np.linspace(1, 0.5, 50))})
+    write_curve_segment(storage.engine, "s", 0, {"train_loss": (steps[50:], np.linspace(0.5, 0.1, 50))})
+    write_curve_segment(storage.engine, "s", 1, {"val_acc": (np.array([0, 10]), np.array([0.1, 0.9]))})
+    curves = read_curves(storage.engine, "s")
+    assert sorted(curves) == [0, 1]
+    got_steps, values = curves[0]["train_loss"]
+    assert (got_steps == steps).all() and values[0] == 1.0 and values[-1] == pytest.approx(0.1)
+    assert read_curves(storage.engine, "s", trial_numbers=[1], series=["val_acc"])[1]["val_acc"][1][1] == (
+        pytest.approx(0.9)
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+psycopg://nobody@127.0.0.1:1/none", "not a url", "sqlite:////proc/no/such/dir/x.db"],
+)
+def test_an_unreachable_or_malformed_storage_is_one_clear_line(url: str) -> None:
+    with pytest.raises(GrokforecastError) as error:
+        open_storage(url)
+    assert "\n" not in str(error.value) and ("storage" in str(error.value))
+
+
+# -- real sweeps ---------------------------------------------------------------------------
+
+
+def _plan(tmp_path: Path, storage_url: str | None, **kwargs) -> SweepPlan:
+    name = f"t{uuid.uuid4().hex[:8]}"
+    path = write_study(tmp_path, study_text(name, **kwargs), f"{name}.toml")
+    return SweepPlan.load(path, storage_url)
+
+
+def test_a_sweep_prunes_at_the_probe_and_stores_every_curve_once(in_tmp: Path, storage_url: str) -> None:
+    plan = _plan(in_tmp, storage_url, n_trials=3, threshold=1.0)  # every forecast is below 1
+    create_study(plan)
+    run_worker(str(plan.spec_path), plan.storage_url)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
+    storage = open_storage(plan.storage_url)
+    curves = read_curves(storage.engine, plan.spec.name)
+    for trial in study.trials:
+        assert trial.last_step == plan.spec.budget.probe_steps - 1  # the probe's last loss
+        assert trial.user_attrs["steps_trained"] == plan.spec.budget.probe_steps
+        assert trial.user_attrs[DECISION_ATTR]["decision"] == "prune"
+        steps, values = curves[trial.number]["train_loss"]
+        assert (steps == np.arange(plan.spec.budget.probe_steps)).all() and np.isfinite(values).all()
+        assert (curves[trial.number]["val_acc"][0] == np.arange(0, 41, 10)).all()
+    assert not list(plan.checkpoint_dir.glob("*.pt"))  # finished trials leave no checkpoint
+    assert summarize(study, plan.spec.budget.full_steps).saved == pytest.approx(1 - 40 / 240)
+
+
+def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_url: str) -> None:
+    plan = _plan(in_tmp, storage_url, n_trials=2, threshold=0.0)
+    create_study(plan)
+    run_worker(str(plan.spec_path), plan.storage_url)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
+    for trial in study.trials:
+        assert trial.state is TrialState.COMPLETE
+        assert trial.user_attrs[DECISION_ATTR]["decision"] == "keep"
+        assert trial.user_attrs["steps_trained"] == 240 and trial.user_attrs["stopped"] == "budget"
+        assert trial.value == pytest.approx(trial.user_attrs["final_val_acc"])
+        assert (curves[trial.number]["train_loss"][0] == np.arange(240)).all()
+        assert curves[trial.number]["val_acc"][1][-1] == pytest.approx(trial.value, abs=1e-6)
+    assert "2 trials finished: 2 complete, 0 pruned" in report_text(study, 240)
+
+
+def test_a_trial_that_held_the_threshold_ends_early(in_tmp: Path) -> None:
+    text = study_text("hold", n_trials=1, threshold=0.0, full_steps=3000).replace(
+        "hold_steps = 10000", "hold_steps = 50"
+    )
+    text = text.replace("[search]\n", "[search]\nseed = { choices = [0] }\n").replace(
+        "lr = { low = 1e-3, high = 1e-2, log = true }", "lr = { choices = [0.01] }"
+    )
+    text = text.replace("low = 0.1, high = 2.0, log = true", "choices = [1.0]").replace(
+        "data_fraction = { low = 0.3, high = 0.8 }", "data_fraction = { choices = [0.8] }"
+    )
+    plan = SweepPlan.load(write_study(in_tmp, text), f"sqlite:///{in_tmp / 'hold.db'}")
+    create_study(plan)
+    run_worker(str(plan.spec_path), plan.storage_url)
+    trial = optuna.load_study(study_name="hold", storage=plan.storage_url).trials[0]
+    assert trial.user_attrs["grokked"] and trial.user_attrs["stopped"] == "held"
+    assert trial.user_attrs["t4"] + 50 <= trial.user_attrs["steps_trained"] < 3000
+
+
+def _wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_is_retried_from_its_checkpoint_with_nothing_lost(
+    in_tmp: Path, storage_url: str
+) -> None:
+    plan = _plan(in_tmp, storage_url, n_trials=2, threshold=0.0, full_steps=2000)
+    create_study(plan)
+    worker = subprocess.Popen(
+        [*GROKFORECAST, "worker", str(plan.spec_path), "--storage", plan.storage_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = plan.checkpoint_dir / "trial-0.pt"
+    try:
+        _wait_for(checkpoint.exists)  # written atomically: once there, it is whole
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    assert study.trials[0].state is TrialState.RUNNING  # a dead worker leaves it running ...
+    time.sleep(plan.spec.heartbeat.grace_period + 1)  # ... until its heartbeat is stale
+    resumed = subprocess.run(
+        [*GROKFORECAST, "resume", str(plan.spec_path), "--storage", plan.storage_url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    states = [t.state for t in study.trials]
+    assert states[0] is TrialState.FAIL and states.count(TrialState.COMPLETE) == 2
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
+    assert (
+        retry.user_attrs["resumed_from"]["trial"] == 0
+        and retry.user_attrs["resumed_from"]["step"] >= plan.spec.budget.probe_steps
+    )
+    curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
+    assert 0 not in curves  # the dead trial's curves moved to its retry, not copied
+    assert (curves[retry.number]["train_loss"][0] == np.arange(2000)).all()
+    assert "2 trials finished" in resumed.stdout
+
+
+def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
+    plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'ctrl-c.db'}", n_trials=1, threshold=0.0, full_steps=3000)
+    sweep = subprocess.Popen(
+        [*GROKFORECAST, "sweep", str(plan.spec_path), "--storage", plan.storage_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    checkpoint = plan.checkpoint_dir / "trial-0.pt"
+    _wait_for(lambda: checkpoint.exists())
+    os.killpg(sweep.pid, signal.SIGINT)  # what a terminal sends to the whole process group
+    _, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130 and "grokforecast resume" in stderr and "Traceback" not in stderr
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert retry_interrupted(study, max_retry=3) == 1
+    assert retry_interrupted(study, max_retry=3) == 0  # queued once, not twice
+    run_worker(str(plan.spec_path), plan.storage_url)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["resumed_from"]["step"] >= plan.spec.budget.probe_steps
+
+
+def test_the_sweep_command_runs_two_workers_and_ends_with_a_report(in_tmp: Path) -> None:
+    plan = _plan(in_tmp, None, n_trials=4)
+    result = subprocess.run(
+        [*GROKFORECAST, "sweep", str(plan.spec_path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=in_tmp,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "trials finished" in result.stdout and "compute:" in result.stdout
+    study = optuna.load_study(
+        study_name=plan.spec.name, storage=f"sqlite:///{in_tmp / 'runs' / plan.spec.name}.db"
+    )
+    assert summarize(study, 240).finished >= 4
+
+
+def test_the_sweep_command_reports_bad_input_in_one_line(tmp_path: Path) -> None:
+    bad = write_study(tmp_path, study_text("bad").replace("n_trials = 3", "n_trials = 0"))
+    result = subprocess.run([*GROKFORECAST, "sweep", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "n_trials" in result.stderr
+    result = subprocess.run(
+        [*GROKFORECAST, "resume", str(bad).replace("study", "none")], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "no study file" in result.stderr
