@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from grokforecast.sweep.driver import SweepPlan
 
 EXIT_INTERRUPTED = 130
 
@@ -14,6 +18,9 @@ storage_option = click.option(
     "--storage",
     metavar="URL",
     help="Study database URL [default: the study file's, else sqlite:///runs/NAME.db].",
+)
+n_trials_option = click.option(
+    "--n-trials", type=click.IntRange(min=1), help="Finished trials to reach [default: the study file's]."
 )
 workers_option = click.option(
     "--workers",
@@ -24,7 +31,7 @@ workers_option = click.option(
 )
 
 
-def _plan(study_file: Path, storage: str | None, n_trials: int | None):
+def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepPlan:
     import optuna
 
     from grokforecast.sweep.driver import SweepPlan
@@ -36,7 +43,7 @@ def _plan(study_file: Path, storage: str | None, n_trials: int | None):
     return plan
 
 
-def _run(plan, workers: int, resume: bool) -> None:
+def _run(plan: SweepPlan, workers: int, resume: bool) -> None:
     from grokforecast.sweep.run import SweepInterrupted, run_sweep
     from grokforecast.sweep.storage import display_url
     from grokforecast.sweep.summary import report_text
@@ -59,9 +66,7 @@ def _run(plan, workers: int, resume: bool) -> None:
 @click.command()
 @study_file
 @storage_option
-@click.option(
-    "--n-trials", type=click.IntRange(min=1), help="Finished trials to reach [default: the study file's]."
-)
+@n_trials_option
 @workers_option
 def sweep(study_file: Path, storage: str | None, n_trials: int | None, workers: int) -> None:
     """Run the sweep of STUDY_FILE: probe every trial, forecast, continue the promising ones.
@@ -74,9 +79,7 @@ def sweep(study_file: Path, storage: str | None, n_trials: int | None, workers: 
 @click.command()
 @study_file
 @storage_option
-@click.option(
-    "--n-trials", type=click.IntRange(min=1), help="Finished trials to reach [default: the study file's]."
-)
+@n_trials_option
 @workers_option
 def resume(study_file: Path, storage: str | None, n_trials: int | None, workers: int) -> None:
     """Continue a study to its number of trials, retrying interrupted trials from their checkpoints."""
