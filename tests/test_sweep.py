@@ -332,3 +332,59 @@ def test_the_sweep_command_reports_bad_input_in_one_line(tmp_path: Path) -> None
         [*GROKFORECAST, "resume", str(bad).replace("study", "none")], capture_output=True, text=True
     )
     assert result.returncode == 2 and "no study file" in result.stderr
+
+
+def test_two_workers_on_one_study_lose_and_duplicate_nothing(in_tmp: Path, storage_url: str) -> None:
+    plan = _plan(in_tmp, storage_url, n_trials=6, threshold=0.5)
+    create_study(plan)
+    command = [*GROKFORECAST, "worker", str(plan.spec_path), "--storage", plan.storage_url]
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for worker in workers:
+        assert worker.wait(timeout=600) == 0, worker.stderr.read()
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert 6 <= len(finished) <= 7 and len(finished) == len(study.trials)  # at most one extra, none lost
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == len(finished)  # distinct proposals
+    curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
+    for trial in finished:
+        steps, _ = curves[trial.number]["train_loss"]
+        assert (steps == np.arange(trial.user_attrs["steps_trained"])).all()
+
+
+def test_status_studies_export_and_optuna_dashboard_read_the_study(in_tmp: Path) -> None:
+    from wsgiref.util import setup_testing_defaults
+
+    import optuna_dashboard
+
+    plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'read.db'}", n_trials=2, threshold=1.0)
+    create_study(plan)
+    run_worker(str(plan.spec_path), plan.storage_url)
+
+    status = subprocess.run(
+        [*GROKFORECAST, "status", str(plan.spec_path), "--storage", plan.storage_url],
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0 and "2 trials finished: 0 complete, 2 pruned" in status.stdout
+    assert "compute: 80 steps of 480" in status.stdout
+    listed = subprocess.run(
+        [*GROKFORECAST, "studies", "--storage", plan.storage_url], capture_output=True, text=True
+    )
+    assert plan.spec.name in listed.stdout
+    exported = subprocess.run(
+        [*GROKFORECAST, "export", plan.spec.name, "--storage", plan.storage_url, "-o", str(in_tmp / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr
+    trials_csv = (in_tmp / "out" / f"{plan.spec.name}-trials.csv").read_text().splitlines()
+    curves_csv = (in_tmp / "out" / f"{plan.spec.name}-curves.csv").read_text().splitlines()
+    assert len(trials_csv) == 3 and trials_csv[0].startswith("number,state,value")
+    assert sum(line.split(",")[1] == "train_loss" for line in curves_csv[1:]) == 2 * 40
+
+    app = optuna_dashboard.wsgi(plan.storage_url)
+    environ: dict = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    response: dict = {}
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: response.update(status=status)))
+    assert response["status"].startswith("200") and plan.spec.name.encode() in body

@@ -19,11 +19,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from grokforecast.cli import bench, corpus, forecaster, sweep, train
+    from grokforecast.cli import bench, corpus, forecaster, status, sweep, train
 
     main.add_command(sweep.sweep)
     main.add_command(sweep.resume)
     main.add_command(sweep.worker)
+    main.add_command(status.status)
+    main.add_command(status.studies)
+    main.add_command(status.export)
     main.add_command(train.train)
     main.add_command(corpus.corpus)
     main.add_command(forecaster.forecaster)

@@ -165,9 +165,16 @@ def retry_interrupted(study: optuna.Study, max_retry: int) -> int:
     return queued
 
 
-def run_worker(spec_path: str, storage_url: str, worker_index: int = 0, threads: int | None = None) -> None:
-    """One worker: optimize until the study holds its target number of finished trials."""
+def run_worker(
+    spec_path: str, storage_url: str, worker_index: int | None = None, threads: int | None = None
+) -> None:
+    """One worker: optimize until the study holds its target number of finished trials.
+
+    ``worker_index`` offsets the sampler seed; a worker that joins from another host
+    (``None``) takes its process id, so no two workers propose the same points.
+    """
     plan = SweepPlan.load(spec_path, storage_url)
+    worker_index = os.getpid() if worker_index is None else worker_index
     if threads:
         import torch
 

@@ -95,7 +95,9 @@ def report_text(study: optuna.Study, full_steps: int) -> str:
     lines = [trial_table(study), ""]
     lines.append(
         f"{summary.finished} trials finished: {summary.complete} complete, {summary.pruned} pruned, "
-        f"{summary.grokked} grokked" + (f"; {summary.failed} failed" if summary.failed else "")
+        f"{summary.grokked} grokked"
+        + (f"; {summary.running} running" if summary.running else "")
+        + (f"; {summary.failed} failed" if summary.failed else "")
     )
     lines.append(
         f"compute: {summary.steps_spent:,} steps of {summary.steps_unpruned:,} for an unpruned sweep "

@@ -1,0 +1,98 @@
+"""``grokforecast status``, ``studies`` and ``export``: read a study database."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import click
+
+from grokforecast.errors import GrokforecastError
+
+study_argument = click.argument("study")
+storage_option = click.option(
+    "--storage", metavar="URL", help="Study database URL [default: the study file's, if STUDY is one]."
+)
+
+
+def _open(study: str, storage: str | None):
+    """STUDY is a study file, or a study name with --storage; returns (study, storage, full_steps)."""
+    import optuna
+
+    from grokforecast.sweep.driver import SPEC_ATTR, SweepPlan
+    from grokforecast.sweep.storage import display_url, open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if Path(study).is_file():
+        plan = SweepPlan.load(study, storage)
+        name, url = plan.spec.name, plan.storage_url
+    elif storage is None:
+        raise GrokforecastError(
+            f"{study!r} is not a study file; give a study file, or a study name and --storage"
+        )
+    else:
+        name, url = study, storage
+    rdb = open_storage(url)
+    try:
+        loaded = optuna.load_study(study_name=name, storage=rdb)
+    except KeyError:
+        raise GrokforecastError(
+            f"no study {name!r} in {display_url(url)}; `grokforecast studies --storage URL` lists them"
+        ) from None
+    spec_text = loaded.user_attrs.get(SPEC_ATTR)
+    full_steps = tomllib.loads(spec_text)["budget"]["full_steps"] if spec_text else 0
+    return loaded, rdb, full_steps
+
+
+@click.command()
+@study_argument
+@storage_option
+def status(study: str, storage: str | None) -> None:
+    """Trials by state, grokked and pruned, compute spent against an unpruned sweep."""
+    from grokforecast.sweep.summary import report_text
+
+    loaded, _, full_steps = _open(study, storage)
+    click.echo(report_text(loaded, full_steps))
+
+
+@click.command()
+@click.option("--storage", metavar="URL", required=True, help="Study database URL.")
+def studies(storage: str) -> None:
+    """List the studies in a study database."""
+    import optuna
+
+    from grokforecast.sweep.storage import open_storage
+
+    summaries = optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)
+    if not summaries:
+        click.echo("no studies")
+    for summary in summaries:
+        direction = summary.direction.name.lower()
+        click.echo(
+            f"{summary.study_name}  {summary.n_trials} trials  {direction}  started {summary.datetime_start}"
+        )
+
+
+@click.command()
+@study_argument
+@storage_option
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for <study>-trials.csv and <study>-curves.csv.",
+)
+def export(study: str, storage: str | None, out_dir: Path) -> None:
+    """Write a study's trials and dense curves to CSV."""
+    from grokforecast.sweep.export import export_curves, export_trials
+
+    loaded, rdb, _ = _open(study, storage)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials_path = out_dir / f"{loaded.study_name}-trials.csv"
+    curves_path = out_dir / f"{loaded.study_name}-curves.csv"
+    n_trials = export_trials(loaded, trials_path)
+    n_points = export_curves(rdb.engine, loaded.study_name, curves_path)
+    click.echo(f"{n_trials} trials -> {trials_path}\n{n_points} curve points -> {curves_path}")
