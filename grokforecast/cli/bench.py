@@ -107,3 +107,22 @@ def forecast(corpora: tuple[str, ...], fractions: tuple[float, ...], output: Pat
     click.echo(table)
     if output is not None:
         output.write_text(table + "\n")
+
+
+@bench.command("sweep")
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def sweep_overhead(study_file: Path) -> None:
+    """Wall time of a sweep against the same trainings in a bare loop (orchestration overhead)."""
+    import tempfile
+
+    from grokforecast.bench.orchestration import measure_orchestration
+
+    with tempfile.TemporaryDirectory(prefix="grokforecast-bench-") as workdir:
+        result = measure_orchestration(study_file, Path(workdir))
+    click.echo(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
+    click.echo(f"{result.trials} trials, {result.steps:,} steps trained")
+    click.echo(f"sweep       {result.sweep_seconds:7.1f} s")
+    click.echo(f"bare loop   {result.bare_seconds:7.1f} s")
+    click.echo(f"ratio       {result.ratio:7.3f}")

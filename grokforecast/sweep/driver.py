@@ -166,7 +166,11 @@ def retry_interrupted(study: optuna.Study, max_retry: int) -> int:
 
 
 def run_worker(
-    spec_path: str, storage_url: str, worker_index: int | None = None, threads: int | None = None
+    spec_path: str,
+    storage_url: str,
+    worker_index: int | None = None,
+    threads: int | None = None,
+    n_trials: int | None = None,
 ) -> None:
     """One worker: optimize until the study holds its target number of finished trials.
 
@@ -182,7 +186,7 @@ def run_worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = plan.open_storage()
     study = load_study(plan, worker_index, storage)
-    target = plan.spec.n_trials
+    target = n_trials or plan.spec.n_trials
     if finished_trials(study) >= target:
         return
     objective = TrialRun(plan.spec, storage.engine, plan.checkpoint_dir)
@@ -208,10 +212,10 @@ def quiet_interrupted_trials() -> None:
     logging.getLogger("optuna.study._optimize").addFilter(_drop_interrupt_tracebacks)
 
 
-def _worker_main(spec_path: str, storage_url: str, worker_index: int, threads: int) -> None:
+def _worker_main(spec_path: str, storage_url: str, worker_index: int, threads: int, n_trials: int) -> None:
     quiet_interrupted_trials()
     try:
-        run_worker(spec_path, storage_url, worker_index, threads)
+        run_worker(spec_path, storage_url, worker_index, threads, n_trials)
     except KeyboardInterrupt:
         pass  # Optuna has marked the running trial FAIL; resume retries it from its checkpoint
     except GrokforecastError as error:
@@ -226,7 +230,7 @@ def start_workers(plan: SweepPlan, n_workers: int) -> list[multiprocessing.Proce
     processes = [
         context.Process(
             target=_worker_main,
-            args=(str(plan.spec_path), plan.storage_url, index, threads),
+            args=(str(plan.spec_path), plan.storage_url, index, threads, plan.spec.n_trials),
             name=f"grokforecast-worker-{index}",
         )
         for index in range(n_workers)

@@ -1,0 +1,51 @@
+"""What the sweep machinery costs: a sweep's wall time against the same trainings bare.
+
+The sweep runs on a fresh SQLite database with one worker process; afterwards every
+finished trial's configuration is trained again for exactly the steps it trained in the
+sweep, in a plain ``Trainer.run`` loop with no Optuna, no storage, no forecasts and no
+checkpoints. The ratio of the two times is the orchestration overhead (target <= 1.05).
+The sweep's time includes starting the worker process (importing torch).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from grokforecast.sweep.driver import SweepPlan
+from grokforecast.sweep.run import run_sweep
+from grokforecast.training import Trainer
+
+
+@dataclass(frozen=True)
+class OrchestrationResult:
+    trials: int
+    steps: int
+    sweep_seconds: float
+    bare_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.sweep_seconds / self.bare_seconds
+
+
+def measure_orchestration(spec_path: Path, workdir: Path) -> OrchestrationResult:
+    """Run the study file's sweep in ``workdir`` (its own database), then the bare loop."""
+    spec_path = spec_path.resolve()
+    os.chdir(workdir)  # the default storage and checkpoints land under workdir/runs
+    plan = SweepPlan.load(spec_path, f"sqlite:///{workdir / 'orchestration.db'}")
+    started = time.perf_counter()
+    study = run_sweep(plan, n_workers=1, progress=False)
+    sweep_seconds = time.perf_counter() - started
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    started = time.perf_counter()
+    for trial in finished:
+        trainer = Trainer(plan.spec.train_config(trial.params))
+        trainer.run(until=trial.user_attrs["steps_trained"])
+    bare_seconds = time.perf_counter() - started
+    steps = sum(t.user_attrs["steps_trained"] for t in finished)
+    return OrchestrationResult(len(finished), steps, sweep_seconds, bare_seconds)
