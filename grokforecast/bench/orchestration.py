@@ -9,7 +9,7 @@ The sweep's time includes starting the worker process (importing torch).
 
 from __future__ import annotations
 
-import os
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +36,11 @@ class OrchestrationResult:
 def measure_orchestration(spec_path: Path, workdir: Path) -> OrchestrationResult:
     """Run the study file's sweep in ``workdir`` (its own database), then the bare loop."""
     spec_path = spec_path.resolve()
-    os.chdir(workdir)  # the default storage and checkpoints land under workdir/runs
     plan = SweepPlan.load(spec_path, f"sqlite:///{workdir / 'orchestration.db'}")
-    started = time.perf_counter()
-    study = run_sweep(plan, n_workers=1, progress=False)
-    sweep_seconds = time.perf_counter() - started
+    with contextlib.chdir(workdir):  # the workers' checkpoints land under workdir/runs
+        started = time.perf_counter()
+        study = run_sweep(plan, n_workers=1, progress=False)
+        sweep_seconds = time.perf_counter() - started
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     started = time.perf_counter()
     for trial in finished:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from grokforecast.errors import GrokforecastError
+
+if TYPE_CHECKING:
+    import optuna
 
 study_argument = click.argument("study")
 storage_option = click.option(
@@ -15,7 +19,7 @@ storage_option = click.option(
 )
 
 
-def _open(study: str, storage: str | None):
+def _open(study: str, storage: str | None) -> tuple[optuna.Study, optuna.storages.RDBStorage, int]:
     """STUDY is a study file, or a study name with --storage; returns (study, storage, full_steps)."""
     import optuna
 

@@ -15,7 +15,7 @@ from grokforecast.forecast.features import CURVE_GROUPS, HYPERPARAMETERS
 from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster
 from grokforecast.pruning.calibration import Calibration, fit_calibration, grok_label
 from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR, Decision, DecisionRecord
-from grokforecast.pruning.monitor import active_monitor
+from grokforecast.pruning.monitor import active_history_source
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +194,9 @@ class HjorthPruner(BasePruner):
         )
 
     def _history(self, study: optuna.Study, trial: FrozenTrial, step: int) -> dict[str, np.ndarray]:
-        monitor = active_monitor(study.study_name, trial.number)
-        if monitor is not None:
-            history: dict = monitor.history(until=step)
+        source = active_history_source(study.study_name, trial.number)
+        if source is not None:
+            history: dict = source.history(until=step)
         else:
             steps = np.array(sorted(s for s in trial.intermediate_values if s <= step))
             values = np.array([trial.intermediate_values[s] for s in steps])

@@ -37,7 +37,7 @@ def register_history_source(trial: optuna.Trial, source: HistorySource) -> None:
         _ACTIVE[(trial.study.study_name, trial.number)] = source
 
 
-def active_monitor(study_name: str, trial_number: int) -> HistorySource | None:
+def active_history_source(study_name: str, trial_number: int) -> HistorySource | None:
     """The history source an objective in this process registered for the trial, if any."""
     with _LOCK:
         return _ACTIVE.get((study_name, trial_number))

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 
 from grokforecast.errors import GrokforecastError
 from grokforecast.pruning import HjorthPruner
-from grokforecast.sweep.spec import StudySpec, load_study_spec
+from grokforecast.sweep.spec import Choices, StudySpec, load_study_spec
 from grokforecast.sweep.storage import display_url, open_storage
 from grokforecast.sweep.trial import TrialRun
 
@@ -70,7 +71,7 @@ def make_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.Base
     if kind == "qmc":
         return optuna.samplers.QMCSampler(seed=spec.sampler.seed)  # one sequence shared by workers
     grid = {
-        name: (dist.choices if hasattr(dist, "choices") else dist.grid) for name, dist in spec.search.items()
+        name: (dist.choices if isinstance(dist, Choices) else dist.grid) for name, dist in spec.search.items()
     }
     return optuna.samplers.GridSampler(grid, seed=spec.sampler.seed)
 
@@ -119,8 +120,6 @@ def create_study(plan: SweepPlan) -> optuna.Study:
 
 
 def _search_space(spec_text: str) -> tuple:
-    import tomllib
-
     data = tomllib.loads(spec_text)
     return (data.get("search"), data.get("train"), data.get("budget"))
 

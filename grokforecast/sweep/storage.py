@@ -79,7 +79,9 @@ def open_storage(
         try:
             _prepare_sqlite(parsed.database)
         except (OSError, sqlite3.Error) as error:
-            raise GrokforecastError(f"cannot open storage {url}: {error}; check the path") from None
+            raise GrokforecastError(
+                f"cannot open storage {display_url(url)}: {error}; check the path"
+            ) from None
     # Heartbeats and their retry callback are "experimental" in Optuna since 2.8; they
     # are what makes a killed worker's trial recoverable, so use them without the noise.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -103,8 +103,7 @@ def report_text(study: optuna.Study, full_steps: int) -> str:
         f"compute: {summary.steps_spent:,} steps of {summary.steps_unpruned:,} for an unpruned sweep "
         f"({100 * summary.saved:.0f} % saved)"
     )
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if complete:
+    if summary.complete:
         best = study.best_trial
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()

@@ -142,7 +142,7 @@ class TrialRun:
         else:
             reported.catch_up(trainer)
 
-        next_checkpoint = (trainer.step // budget.checkpoint_every + 1) * budget.checkpoint_every
+        next_checkpoint = _next_multiple(trainer.step, budget.checkpoint_every)
         while trainer.step < config.steps:
             status = trainer.run(until=min(config.steps, trainer.step + self.chunk))
             if status is RunStatus.DIVERGED:
@@ -157,9 +157,7 @@ class TrialRun:
                 return self._finish(trial, trainer, flusher, "held")
             if next_checkpoint <= trainer.step < config.steps:
                 self._checkpoint(trial, trainer, flusher)
-                next_checkpoint += budget.checkpoint_every * (
-                    1 + (trainer.step - next_checkpoint) // budget.checkpoint_every
-                )
+                next_checkpoint = _next_multiple(trainer.step, budget.checkpoint_every)
         return self._finish(trial, trainer, flusher, "budget")
 
     # -- starting and resuming ------------------------------------------------------------
@@ -191,7 +189,10 @@ class TrialRun:
 
     # -- endings -------------------------------------------------------------------------
 
-    def _record(self, trial: optuna.Trial, trainer: Trainer, flusher: CurveFlusher, stopped: str) -> None:
+    def _record(
+        self, trial: optuna.Trial, trainer: Trainer, flusher: CurveFlusher, stopped: str
+    ) -> dict[str, Any]:
+        """Store the trial's outcome as user attributes (and its curves); return them."""
         flusher.flush(trainer)
         summary = trainer.summary()
         curves = trainer.curves
@@ -210,6 +211,7 @@ class TrialRun:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.checkpoint_path(trial.number).unlink(missing_ok=True)
+        return attrs
 
     def _stop(self, trial: optuna.Trial, trainer: Trainer, flusher: CurveFlusher, stopped: str) -> float:
         self._record(trial, trainer, flusher, stopped)
@@ -229,13 +231,8 @@ class TrialRun:
         return self._stop(trial, trainer, flusher, "diverged")
 
     def _finish(self, trial: optuna.Trial, trainer: Trainer, flusher: CurveFlusher, stopped: str) -> float:
-        self._record(trial, trainer, flusher, stopped)
-        curves = trainer.curves
-        if self.spec.objective == "final_val_acc":
-            return float(curves.val_acc[-1])
-        if self.spec.objective == "best_val_acc":
-            return float(max(curves.val_acc))
-        return float(curves.val_loss[-1])
+        # Every objective a study file may name is one of the recorded outcomes.
+        return float(self._record(trial, trainer, flusher, stopped)[self.spec.objective])
 
 
 class _Reporter:
@@ -251,3 +248,8 @@ class _Reporter:
             if step % self.every == 0 or (last and step == len(losses) - 1):
                 self.trial.report(float(losses[step]), step)
         self.next_step = len(losses)
+
+
+def _next_multiple(step: int, every: int) -> int:
+    """The first multiple of ``every`` after ``step``."""
+    return (step // every + 1) * every
