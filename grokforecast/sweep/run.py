@@ -1,21 +1,30 @@
-"""Run a sweep on this machine: start the workers, show progress, end cleanly on Ctrl-C.
+"""Run a sweep on this machine: train, show progress, end cleanly on Ctrl-C.
 
-The parent process trains nothing. It creates (or loads) the study, starts the worker
-processes, and redraws a progress bar from the study database once a second (trials
-finished, pruned, running, compute saved), so the bar is right however many workers or
-hosts take part. On Ctrl-C every worker stops its trial (Optuna marks it FAIL, its
-checkpoint stays) and the study can be resumed with ``grokforecast resume``.
+With one worker the trials train in this process (no second interpreter to start, no
+second import of torch); with ``--workers N`` the parent trains nothing and starts N
+worker processes. Either way a progress bar is redrawn from the study database once a
+second (trials finished, pruned, running, compute saved), so it is right however many
+workers or hosts take part. On Ctrl-C every worker stops its trial (Optuna marks it FAIL,
+its checkpoint stays) and the study can be resumed with ``grokforecast resume``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import optuna
 from tqdm import tqdm
 
 from grokforecast.errors import GrokforecastError
-from grokforecast.sweep.driver import SweepPlan, create_study, retry_interrupted, start_workers
+from grokforecast.sweep.driver import (
+    SweepPlan,
+    create_study,
+    quiet_interrupted_trials,
+    retry_interrupted,
+    run_worker,
+    start_workers,
+)
 from grokforecast.sweep.summary import summarize
 
 POLL_SECONDS = 1.0
@@ -32,8 +41,41 @@ def run_sweep(
     study = create_study(plan)
     if resume:
         retry_interrupted(study, plan.spec.heartbeat.max_retry)
-    processes = start_workers(plan, n_workers)
     bar = tqdm(total=plan.spec.n_trials, unit="trial", disable=not progress, dynamic_ncols=True)
+    try:
+        if n_workers == 1:
+            _train_here(plan, study, bar)
+        else:
+            _train_in_workers(plan, study, bar, n_workers)
+    finally:
+        _update(bar, study, plan)
+        bar.close()
+    return study
+
+
+def _train_here(plan: SweepPlan, study: optuna.Study, bar: tqdm) -> None:
+    """Train in this process while a thread redraws the bar."""
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll, args=(stop, bar, study, plan), daemon=True)
+    poller.start()
+    quiet_interrupted_trials()
+    try:
+        run_worker(str(plan.spec_path), plan.storage_url, worker_index=0, n_trials=plan.spec.n_trials)
+    except KeyboardInterrupt:  # Optuna has marked the running trial FAIL
+        raise SweepInterrupted from None
+    finally:
+        stop.set()
+        poller.join()
+
+
+def _poll(stop: threading.Event, bar: tqdm, study: optuna.Study, plan: SweepPlan) -> None:
+    while not stop.wait(POLL_SECONDS):
+        _update(bar, study, plan)
+
+
+def _train_in_workers(plan: SweepPlan, study: optuna.Study, bar: tqdm, n_workers: int) -> None:
+    """Start ``n_workers`` processes and redraw the bar until they are done."""
+    processes = start_workers(plan, n_workers)
     try:
         while any(p.is_alive() for p in processes):
             _update(bar, study, plan)
@@ -44,13 +86,9 @@ def run_sweep(
             if process.is_alive():
                 process.terminate()
         raise SweepInterrupted from None
-    finally:
-        _update(bar, study, plan)
-        bar.close()
     failed_workers = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed_workers:
         raise GrokforecastError(f"{', '.join(failed_workers)} stopped with an error (its message is above)")
-    return study
 
 
 def _update(bar: tqdm, study: optuna.Study, plan: SweepPlan) -> None:

@@ -102,7 +102,7 @@ class BudgetSpec(_Strict):
     full_steps: Annotated[int, Field(ge=1)]
     hold_steps: Annotated[int, Field(ge=0)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 500
-    report_every: Annotated[int, Field(ge=1)] = 10
+    report_every: Annotated[int, Field(ge=1)] = 50
 
     @model_validator(mode="after")
     def _check(self) -> BudgetSpec:

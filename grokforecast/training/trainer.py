@@ -1,9 +1,9 @@
 """The training loop: one configuration, run in segments, continued from its own state.
 
 Read :meth:`Trainer.run` top to bottom: evaluation at an interval, learning-rate warm-up,
-forward, backward, Grokfast filter, step, record. Per-step metrics stay on the device in a
-small buffer and cross to the host once per evaluation, so the loop never waits on the
-GPU per step.
+forward, backward, Grokfast filter, step, record. Per-step metrics (the loss and the
+number of correct rows) stay on the device and cross to the host in one batch per
+evaluation interval, so the loop never waits on the GPU per step.
 
 A run can stop at any step and go on later from the same state (``run(until=...)`` twice,
 or through a checkpoint): a probe of ``k`` steps extended to ``n`` equals a run of ``n``
@@ -54,12 +54,14 @@ def warmup_lr(base_lr: float, warmup_steps: int, step: int) -> float:
     return base_lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else base_lr
 
 
-def loss_and_accuracy(
-    logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss (cross-entropy on labels, or MSE on one-hot targets) and accuracy."""
-    loss = F.mse_loss(logits, targets) if kind == "mse" else F.cross_entropy(logits, targets)
-    return loss, (logits.argmax(dim=-1) == labels).float().mean()
+def loss_of(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean loss: cross-entropy on labels, or MSE on one-hot targets."""
+    return F.mse_loss(logits, targets) if kind == "mse" else F.cross_entropy(logits, targets)
+
+
+def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How many rows the model gets right, as a device tensor (no host sync)."""
+    return (logits.argmax(dim=-1) == labels).sum()
 
 
 def total_weight_norm(model: torch.nn.Module) -> torch.Tensor:
@@ -124,6 +126,7 @@ class Trainer:
             self.train_targets, self.val_targets = self.train_labels, self.val_labels
         batch = self.config.batch_size
         self.full_batch = batch is None or batch >= len(self.train_labels)
+        self.batch_rows = len(self.train_labels) if self.full_batch else batch
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -136,19 +139,19 @@ class Trainer:
         until = self.config.steps if until is None else until
         if self.diverged_at is not None:
             return RunStatus.DIVERGED
-        buffer = torch.empty((2, self.config.eval_every), device=self.device)
-        filled = 0
+        losses: list[torch.Tensor] = []  # this interval's per-step values, still on the device
+        correct: list[torch.Tensor] = []
         while self.step < until:
             if self.step % self.config.eval_every == 0 and not self._evaluated(self.step):
                 self._evaluate(on_eval)
             lr = warmup_lr(self.config.lr, self.config.warmup_steps, self.step)
-            loss, accuracy = self.train_step(lr)
-            buffer[0, filled], buffer[1, filled] = loss, accuracy
-            filled += 1
+            loss, hits = self.train_step(lr)
+            losses.append(loss)
+            correct.append(hits)
             self.step += 1
-            if filled == buffer.shape[1] or self.step == until:
-                self._record_train(buffer[:, :filled])
-                filled = 0
+            if len(losses) == self.config.eval_every or self.step == until:
+                self._record_train(losses, correct)
+                losses, correct = [], []
                 if self.diverged_at is not None:
                     return RunStatus.DIVERGED
         if not self._evaluated(self.step):
@@ -156,18 +159,19 @@ class Trainer:
         return RunStatus.REACHED
 
     def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer update; returns the batch's loss and accuracy as device tensors."""
+        """One optimizer update; returns the batch's loss and number of correct rows as
+        device tensors."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         inputs, targets, labels = self._batch()
         logits = self.model(inputs)
-        loss, accuracy = loss_and_accuracy(logits, targets, labels, self.loss_kind)
+        loss = loss_of(logits, targets, self.loss_kind)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_filter is not None:
             self.grad_filter.apply(self.params)
         self.optimizer.step()
-        return loss.detach(), accuracy
+        return loss.detach(), correct_count(logits.detach(), labels)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.full_batch:
@@ -176,26 +180,29 @@ class Trainer:
         index = order[: self.config.batch_size].to(self.device)
         return self.train_inputs[index], self.train_targets[index], self.train_labels[index]
 
-    def _record_train(self, chunk: torch.Tensor) -> None:
-        losses, accuracies = chunk.tolist()  # the one host transfer per evaluation interval
+    def _record_train(self, losses: list[torch.Tensor], correct: list[torch.Tensor]) -> None:
+        # The host transfers of one evaluation interval, batched.
+        loss_values = torch.stack(losses).tolist()
+        batch_rows = self.batch_rows
         first_step = len(self.curves.train_loss)
-        self.curves.train_loss.extend(losses)
-        self.curves.train_acc.extend(accuracies)
-        bad = [i for i, value in enumerate(losses) if not math.isfinite(value)]
+        self.curves.train_loss.extend(loss_values)
+        self.curves.train_acc.extend(hits / batch_rows for hits in torch.stack(correct).tolist())
+        bad = [i for i, value in enumerate(loss_values) if not math.isfinite(value)]
         if bad:
             self.diverged_at = first_step + bad[0]
 
     @torch.no_grad()
     def _evaluate(self, on_eval: EvalCallback | None) -> None:
-        val_loss, val_acc = loss_and_accuracy(
-            self.model(self.val_inputs), self.val_targets, self.val_labels, self.loss_kind
-        )
-        values = [val_loss, val_acc, total_weight_norm(self.model)]
+        val_logits = self.model(self.val_inputs)
+        values = [
+            loss_of(val_logits, self.val_targets, self.loss_kind),
+            correct_count(val_logits, self.val_labels) / len(self.val_labels),
+            total_weight_norm(self.model),
+        ]
         if not self.full_batch:
-            _, train_set_acc = loss_and_accuracy(
-                self.model(self.train_inputs), self.train_targets, self.train_labels, self.loss_kind
+            values.append(
+                correct_count(self.model(self.train_inputs), self.train_labels) / len(self.train_labels)
             )
-            values.append(train_set_acc)
         values = torch.stack(values).tolist()
         self.curves.eval_steps.append(self.step)
         self.curves.val_loss.append(values[0])
