@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from grokforecast.training import TrainConfig
+from studies import storage_urls
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +26,17 @@ def tiny_config() -> TrainConfig:
         eval_every=10,
         device="cpu",
     )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    urls = dict(storage_urls(tmp_path))
+    if request.param not in urls:
+        pytest.skip("GROKFORECAST_TEST_POSTGRES_URL is not set")
+    return urls[request.param]
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -6,10 +6,8 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,75 +21,7 @@ from grokforecast.sweep.driver import SweepPlan, create_study, retry_interrupted
 from grokforecast.sweep.spec import load_study_spec
 from grokforecast.sweep.storage import open_storage, read_curves, write_curve_segment
 from grokforecast.sweep.summary import report_text, summarize
-
-GROKFORECAST = [str(Path(sys.executable).parent / "grokforecast")]
-
-
-def study_text(
-    name: str, n_trials: int = 3, threshold: float = 0.5, full_steps: int = 240, **extra: str
-) -> str:
-    """A sweep of tiny (x + y) mod 23 MLPs: a trial takes about a second."""
-    return f"""
-name = "{name}"
-n_trials = {n_trials}
-{extra.get("top", "")}
-
-[sampler]
-kind = "random"
-seed = 1
-
-[train]
-workload = "modular_mlp"
-workload_options = {{ p = 23, embed_dim = 16, hidden = 32 }}
-eval_every = 10
-device = "cpu"
-
-[search]
-lr = {{ low = 1e-3, high = 1e-2, log = true }}
-weight_decay = {{ low = 0.1, high = 2.0, log = true }}
-data_fraction = {{ low = 0.3, high = 0.8 }}
-
-[budget]
-probe_steps = 40
-full_steps = {full_steps}
-hold_steps = 10000
-checkpoint_every = 100
-
-[pruner]
-threshold = {threshold}
-exploration = 0.0
-
-[heartbeat]
-heartbeat_interval = 1
-grace_period = 3
-"""
-
-
-def storage_urls(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    yield "sqlite", f"sqlite:///{tmp_path / 'study.db'}"
-    if os.environ.get("GROKFORECAST_TEST_POSTGRES_URL"):
-        yield "postgres", os.environ["GROKFORECAST_TEST_POSTGRES_URL"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    urls = dict(storage_urls(tmp_path))
-    if request.param not in urls:
-        pytest.skip("GROKFORECAST_TEST_POSTGRES_URL is not set")
-    return urls[request.param]
-
-
-def write_study(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
+from studies import GROKFORECAST, study_text, write_study
 
 # -- study files ---------------------------------------------------------------------------
 

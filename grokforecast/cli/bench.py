@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -126,3 +127,47 @@ def sweep_overhead(study_file: Path) -> None:
     click.echo(f"sweep       {result.sweep_seconds:7.1f} s")
     click.echo(f"bare loop   {result.bare_seconds:7.1f} s")
     click.echo(f"ratio       {result.ratio:7.3f}")
+
+
+@bench.command("backends")
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def backends(study_file: Path) -> None:
+    """The study on the Optuna backend and on the Ray backend, one after the other."""
+    import tempfile
+
+    from grokforecast.bench.backends import ray_startup_seconds, run_backend
+
+    startup = ray_startup_seconds()
+    runs = []
+    for backend in ("optuna", "ray"):
+        with tempfile.TemporaryDirectory(prefix=f"grokforecast-bench-{backend}-") as workdir:
+            runs.append(run_backend(study_file, Path(workdir), backend))
+    click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    click.echo(
+        f"{'backend':8} {'wall':>8} {'finished':>9} {'pruned':>7} {'grokked':>8} {'steps':>8} {'best':>7}"
+    )
+    for run in runs:
+        best = "-" if run.best_value is None else f"{run.best_value:.4f}"
+        click.echo(
+            f"{run.backend:8} {run.seconds:7.1f}s {run.finished:9d} {run.pruned:7d} {run.grokked:8d} "
+            f"{run.steps:8,d} {best:>7}"
+        )
+    click.echo(f"Ray local runtime start-up: {startup:.1f} s (part of the Ray wall time)")
+
+
+@bench.command("tune-schedulers")
+@click.option("--corpus", "corpora", multiple=True, default=("mlp_add59",), show_default=True)
+@click.option("--probe-fraction", type=float, default=0.1, show_default=True)
+def tune_schedulers(corpora: tuple[str, ...], probe_fraction: float) -> None:
+    """ASHA against the GrokForecastScheduler on replayed corpus runs (Ray Tune)."""
+    from grokforecast.bench.tune_replay import compare_on_tune
+    from grokforecast.corpus import load_corpus
+
+    header = f"{'corpus':16} {'stopper':34} {'found':>8} {'recall':>7} {'steps':>9}"
+    click.echo(f"{header} {'x unstopped':>11} {'x oracle':>9}")
+    for corpus in corpora:
+        for o in compare_on_tune(load_corpus(corpus), probe_fraction):
+            click.echo(
+                f"{corpus:16} {o.name:34} {o.found:>3}/{o.grokking:<4} {o.recall:7.2f} {o.steps:9,d} "
+                f"{o.steps / o.steps_unstopped:11.2f} {o.steps / o.steps_oracle:9.2f}"
+            )

@@ -30,6 +30,20 @@ workers_option = click.option(
     help="Worker processes on this machine.",
 )
 
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["optuna", "ray"]),
+    default="optuna",
+    show_default=True,
+    help="Who runs the trials: Optuna workers, or Ray Tune (resources from the study file's [ray]).",
+)
+ray_address_option = click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    envvar="RAY_ADDRESS",
+    help="Ray cluster to join, e.g. 10.0.0.5:6380 [default: RAY_ADDRESS, else a local runtime].",
+)
+
 
 def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepPlan:
     import optuna
@@ -43,18 +57,21 @@ def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepP
     return plan
 
 
-def _run(plan: SweepPlan, workers: int, resume: bool) -> None:
+def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address: str | None) -> None:
     from grokforecast.sweep.run import SweepInterrupted, run_sweep
     from grokforecast.sweep.storage import display_url
     from grokforecast.sweep.summary import report_text
 
     budget = plan.spec.budget
+    if backend == "ray" and workers != 1:
+        raise click.UsageError("--workers is for the optuna backend; on Ray, set [ray] cpus_per_trial")
+    runner = f"{workers} worker(s)" if backend == "optuna" else "Ray Tune"
     click.echo(
         f"study {plan.spec.name!r}: {plan.spec.n_trials} trials, probe {budget.probe_steps} of "
-        f"{budget.full_steps} steps, {workers} worker(s), storage {display_url(plan.storage_url)}"
+        f"{budget.full_steps} steps, {runner}, storage {display_url(plan.storage_url)}"
     )
     try:
-        study = run_sweep(plan, workers, resume=resume)
+        study = run_sweep(plan, workers, resume=resume, backend=backend, ray_address=ray_address)
     except SweepInterrupted:
         click.echo(
             f"interrupted; the study is kept. Continue with: grokforecast resume {plan.spec_path}", err=True
@@ -68,12 +85,21 @@ def _run(plan: SweepPlan, workers: int, resume: bool) -> None:
 @storage_option
 @n_trials_option
 @workers_option
-def sweep(study_file: Path, storage: str | None, n_trials: int | None, workers: int) -> None:
+@backend_option
+@ray_address_option
+def sweep(
+    study_file: Path,
+    storage: str | None,
+    n_trials: int | None,
+    workers: int,
+    backend: str,
+    ray_address: str | None,
+) -> None:
     """Run the sweep of STUDY_FILE: probe every trial, forecast, continue the promising ones.
 
     Running it again on an existing study continues it to its number of trials.
     """
-    _run(_plan(study_file, storage, n_trials), workers, resume=False)
+    _run(_plan(study_file, storage, n_trials), workers, False, backend, ray_address)
 
 
 @click.command()
@@ -81,13 +107,25 @@ def sweep(study_file: Path, storage: str | None, n_trials: int | None, workers: 
 @storage_option
 @n_trials_option
 @workers_option
-def resume(study_file: Path, storage: str | None, n_trials: int | None, workers: int) -> None:
-    """Continue a study to its number of trials, retrying interrupted trials from their checkpoints."""
+@backend_option
+@ray_address_option
+def resume(
+    study_file: Path,
+    storage: str | None,
+    n_trials: int | None,
+    workers: int,
+    backend: str,
+    ray_address: str | None,
+) -> None:
+    """Continue a study to its number of trials, retrying interrupted trials from their checkpoints.
+
+    With --backend ray, the sweep's newest Ray Tune experiment is restored first.
+    """
     plan = _plan(study_file, storage, n_trials)
     from grokforecast.sweep.driver import load_study
 
     load_study(plan)  # a clear error when there is nothing to resume
-    _run(plan, workers, resume=True)
+    _run(plan, workers, True, backend, ray_address)
 
 
 @click.command()

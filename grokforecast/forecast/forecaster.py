@@ -44,6 +44,18 @@ PRETRAINED_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def pretrained_inputs_for(history: History, fallback: str) -> str:
+    """The richest shipped calibration ``history`` can feed.
+
+    Every curve the trainer records (and the run's hyperparameters, when given) selects
+    ``"full"`` (``"full+hyperparameters"``); anything less falls back to the calibration
+    of the one series ``fallback``.
+    """
+    if not all(group in history for group in CURVE_GROUPS):
+        return fallback
+    return "full+hyperparameters" if "hyperparameters" in history else "full"
+
+
 class GrokForecaster:
     """Forecast whether a run will grok from the first few percent of its curves.
 

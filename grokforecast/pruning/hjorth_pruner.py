@@ -11,8 +11,8 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.forecast.features import CURVE_GROUPS, HYPERPARAMETERS
-from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster
+from grokforecast.forecast.features import HYPERPARAMETERS
+from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
 from grokforecast.pruning.calibration import Calibration, fit_calibration, grok_label
 from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR, Decision, DecisionRecord
 from grokforecast.pruning.monitor import active_history_source
@@ -209,11 +209,7 @@ class HjorthPruner(BasePruner):
     def _forecaster_for(self, history: dict[str, np.ndarray]) -> tuple[str, GrokForecaster]:
         if self._custom_forecaster is not None:
             return "custom", self._custom_forecaster
-        key = "full" if all(group in history for group in CURVE_GROUPS) else self.series
-        if key == "full" and "hyperparameters" in history:
-            key = "full+hyperparameters"
-        if key not in PRETRAINED_INPUTS:  # pragma: no cover - SERIES are all shipped
-            raise ValueError(f"no shipped forecaster for {key!r}")
+        key = pretrained_inputs_for(history, self.series)
         if key not in self._pretrained:
             self._pretrained[key] = GrokForecaster.pretrained(key)
         return key, self._pretrained[key]

@@ -6,12 +6,14 @@ worker processes. Either way a progress bar is redrawn from the study database o
 second (trials finished, pruned, running, compute saved), so it is right however many
 workers or hosts take part. On Ctrl-C every worker stops its trial (Optuna marks it FAIL,
 its checkpoint stays) and the study can be resumed with ``grokforecast resume``.
+On the Ray backend, Ray Tune runs the trials and saves the experiment for the resume.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import optuna
 from tqdm import tqdm
@@ -35,32 +37,58 @@ class SweepInterrupted(Exception):
 
 
 def run_sweep(
-    plan: SweepPlan, n_workers: int = 1, resume: bool = False, progress: bool = True
+    plan: SweepPlan,
+    n_workers: int = 1,
+    resume: bool = False,
+    progress: bool = True,
+    backend: str = "optuna",
+    ray_address: str | None = None,
 ) -> optuna.Study:
-    """Run the study of ``plan`` to its target number of finished trials."""
+    """Run the study of ``plan`` to its target number of finished trials.
+
+    ``backend="ray"`` hands the trials to Ray Tune (:mod:`grokforecast.raytune.backend`);
+    the study database records them the same way.
+    """
     study = create_study(plan)
-    if resume:
-        retry_interrupted(study, plan.spec.heartbeat.max_retry)
     bar = tqdm(total=plan.spec.n_trials, unit="trial", disable=not progress, dynamic_ncols=True)
     try:
-        if n_workers == 1:
-            _train_here(plan, study, bar)
+        if backend == "ray":
+            _while_polling(plan, study, bar, lambda: _run_on_ray(plan, ray_address, resume))
         else:
-            _train_in_workers(plan, study, bar, n_workers)
+            if resume:
+                retry_interrupted(study, plan.spec.heartbeat.max_retry)
+            if n_workers == 1:
+                quiet_interrupted_trials()
+                _while_polling(
+                    plan,
+                    study,
+                    bar,
+                    lambda: run_worker(str(plan.spec_path), plan.storage_url, 0, n_trials=plan.spec.n_trials),
+                )
+            else:
+                _train_in_workers(plan, study, bar, n_workers)
     finally:
         _update(bar, study, plan)
         bar.close()
     return study
 
 
-def _train_here(plan: SweepPlan, study: optuna.Study, bar: tqdm) -> None:
+def _run_on_ray(plan: SweepPlan, address: str | None, resume: bool) -> None:
+    from grokforecast.raytune.backend import ExperimentInterrupted, run_ray_sweep
+
+    try:
+        run_ray_sweep(plan, address, resume)
+    except ExperimentInterrupted:
+        raise SweepInterrupted from None
+
+
+def _while_polling(plan: SweepPlan, study: optuna.Study, bar: tqdm, train: Callable[[], None]) -> None:
     """Train in this process while a thread redraws the bar."""
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(stop, bar, study, plan), daemon=True)
     poller.start()
-    quiet_interrupted_trials()
     try:
-        run_worker(str(plan.spec_path), plan.storage_url, worker_index=0, n_trials=plan.spec.n_trials)
+        train()
     except KeyboardInterrupt:  # Optuna has marked the running trial FAIL
         raise SweepInterrupted from None
     finally:

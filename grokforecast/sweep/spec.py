@@ -131,6 +131,14 @@ class StorageSpec(_Strict):
     max_retry: Annotated[int, Field(ge=0)] = 3
 
 
+class RaySpec(_Strict):
+    """Resources of one trial on the Ray backend (fractional GPUs pack small models)."""
+
+    cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
+    max_concurrent_trials: Annotated[int, Field(ge=1)] | None = None
+
+
 class StudySpec(_Strict):
     """A validated study file."""
 
@@ -146,6 +154,7 @@ class StudySpec(_Strict):
     budget: BudgetSpec
     pruner: PrunerSpec = PrunerSpec()
     heartbeat: StorageSpec = StorageSpec()
+    ray: RaySpec = RaySpec()
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:

@@ -54,6 +54,18 @@ def display_url(url: str) -> str:
         return url
 
 
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (processes that change directory,
+    such as Ray Tune's trials, must find the same file); other URLs unchanged."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        return url  # open_storage names the problem
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return url
+    return parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(hide_password=False)
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,

@@ -108,6 +108,24 @@ def held_threshold_since(trainer: Trainer) -> int | None:
     return since
 
 
+def outcome(trainer: Trainer, stopped: str) -> dict[str, Any]:
+    """What a finished trial records: why it stopped, steps, t2, t4, grokked, final metrics."""
+    summary = trainer.summary()
+    curves = trainer.curves
+    return {
+        STOPPED_ATTR: stopped,
+        "steps_trained": trainer.step,
+        "t2": summary["t2"],
+        "t4": summary["t4"],
+        "grokked": summary["grokked"],
+        "final_train_acc": summary["final_train_acc"],
+        "final_val_acc": summary["final_val_acc"],
+        "best_val_acc": max(curves.val_acc) if curves.val_acc else None,
+        "final_val_loss": curves.val_loss[-1] if curves.val_loss else None,
+        "final_weight_norm": summary["final_weight_norm"],
+    }
+
+
 class TrialRun:
     """The objective of a sweep: callable on an Optuna trial, returns the study's objective."""
 
@@ -194,20 +212,7 @@ class TrialRun:
     ) -> dict[str, Any]:
         """Store the trial's outcome as user attributes (and its curves); return them."""
         flusher.flush(trainer)
-        summary = trainer.summary()
-        curves = trainer.curves
-        attrs = {
-            STOPPED_ATTR: stopped,
-            "steps_trained": trainer.step,
-            "t2": summary["t2"],
-            "t4": summary["t4"],
-            "grokked": summary["grokked"],
-            "final_train_acc": summary["final_train_acc"],
-            "final_val_acc": summary["final_val_acc"],
-            "best_val_acc": max(curves.val_acc) if curves.val_acc else None,
-            "final_val_loss": curves.val_loss[-1] if curves.val_loss else None,
-            "final_weight_norm": summary["final_weight_norm"],
-        }
+        attrs = outcome(trainer, stopped)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.checkpoint_path(trial.number).unlink(missing_ok=True)

@@ -1,0 +1,119 @@
+"""Ray Tune's ASHA against the GrokForecastScheduler on recorded runs, replayed through Tune.
+
+Every run of a shipped corpus becomes one Tune trial whose trainable reports the recorded
+curves (every ``REPORT_EVERY`` steps, with the dense training curves in between) as the
+live trainable would, at no training cost. Both schedulers see the same trials in the same
+order on a local Ray runtime. ASHA is configured as a Tune user would for this budget:
+on validation accuracy, grace period = the probe step, reduction factor 3.
+
+A grokking run counts as *found* when it was trained past its grok step t4; compute is
+the steps trained, against running every trial to full length and against the oracle
+(probe every trial, continue exactly the ones that grok).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from grokforecast.records import RunRecord
+
+REPORT_EVERY = 50
+
+
+@dataclass(frozen=True)
+class StopperOutcome:
+    name: str
+    trials: int
+    grokking: int
+    found: int
+    steps: int
+    steps_unstopped: int
+    steps_oracle: int
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.grokking if self.grokking else 1.0
+
+
+def replay_trial(config: dict[str, Any], records: list[RunRecord]) -> None:
+    """Report the recorded curves of ``records[config["record"]]`` as the live trainable does."""
+    from ray import tune
+
+    curves = records[config["record"]].curves
+    reported = 0
+    for index, step in enumerate(int(s) for s in curves.eval_steps):
+        if step % REPORT_EVERY and index != len(curves.eval_steps) - 1:
+            continue
+        result = {
+            "step": step,
+            "val_loss": curves.val_loss[index],
+            "val_acc": curves.val_acc[index],
+            "weight_norm": curves.weight_norm[index],
+        }
+        if step > reported:
+            result["train_loss"] = curves.train_loss[step - 1]
+            result["train_loss_interval"] = curves.train_loss[reported:step]
+            result["train_acc_interval"] = curves.train_acc[reported:step]
+        tune.report(result)
+        reported = step
+
+
+def compare_on_tune(records: list[RunRecord], probe_fraction: float = 0.1) -> list[StopperOutcome]:
+    """Replay ``records`` (one budget) under ASHA and under the forecast scheduler."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from grokforecast.raytune.backend import connect
+    from grokforecast.raytune.scheduler import GrokForecastScheduler
+
+    full = int(records[0].config["steps"])
+    if any(int(r.config["steps"]) != full for r in records):
+        raise ValueError("replay records of one budget at a time (one corpus)")
+    probe = round(probe_fraction * full / REPORT_EVERY) * REPORT_EVERY
+    schedulers = {
+        "GrokForecastScheduler": GrokForecastScheduler(probe_step=probe),
+        f"ASHA (val_acc, grace {probe}, rf 3)": ASHAScheduler(
+            time_attr="step", metric="val_acc", mode="max", max_t=full, grace_period=probe, reduction_factor=3
+        ),
+    }
+    points = [
+        {"record": i, **{k: r.config[k] for k in ("lr", "weight_decay", "data_fraction")}}
+        for i, r in enumerate(records)
+    ]
+    space = {"record": tune.randint(0, len(records))} | {
+        k: tune.uniform(0.0, 1.0) for k in ("lr", "weight_decay", "data_fraction")
+    }
+    connect()
+    outcomes = []
+    for name, scheduler in schedulers.items():
+        tuner = tune.Tuner(
+            tune.with_parameters(replay_trial, records=records),
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                scheduler=scheduler,
+                search_alg=BasicVariantGenerator(points_to_evaluate=points),
+                num_samples=len(records),
+                max_concurrent_trials=2,
+            ),
+            run_config=tune.RunConfig(verbose=0),
+        )
+        last_step = {r.config["record"]: int(r.metrics["step"]) for r in tuner.fit()}
+        outcomes.append(_outcome(name, records, last_step, probe))
+    return outcomes
+
+
+def _outcome(name: str, records: list[RunRecord], last_step: dict[int, int], probe: int) -> StopperOutcome:
+    full = int(records[0].config["steps"])
+    grokking = [i for i, r in enumerate(records) if r.grokked]
+    found = sum(1 for i in grokking if last_step[i] >= records[i].times.t4)
+    return StopperOutcome(
+        name=name,
+        trials=len(records),
+        grokking=len(grokking),
+        found=found,
+        steps=sum(last_step.values()),
+        steps_unstopped=full * len(records),
+        steps_oracle=probe * len(records) + (full - probe) * len(grokking),
+    )

@@ -1,0 +1,165 @@
+"""``grokforecast sweep --backend ray``: a sweep run by Ray Tune, recorded in the study database.
+
+Ray Tune places the trials on the cluster's resources (CPUs, GPUs or fractions of one per
+trial, from the study file's ``[ray]`` section), stops the ones the forecast gives up on
+(:class:`GrokForecastScheduler`), retries crashed ones from their Tune checkpoints, and
+saves the experiment under ``runs/<study file>/ray/``. Optuna samples every trial and the
+study database records the true outcome of each (:class:`StudySearcher`), so status,
+export, reports and optuna-dashboard read a Ray sweep exactly like an Optuna one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from grokforecast.errors import GrokforecastError
+from grokforecast.raytune.scheduler import GrokForecastScheduler
+from grokforecast.raytune.searcher import StudySearcher, settle
+from grokforecast.raytune.trainable import TRIAL_NUMBER, train_trial
+from grokforecast.sweep.driver import SweepPlan, create_study, finished_trials
+from grokforecast.sweep.storage import absolute_url
+
+#: Object store of a local runtime: trials exchange only small results and checkpoints.
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
+
+
+class ExperimentInterrupted(Exception):
+    """Ray Tune stopped on Ctrl-C after saving the experiment; ``resume`` continues it."""
+
+
+def connect(address: str | None = None) -> None:
+    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), else start a small local runtime."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                logging_level=logging.WARNING,
+            )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise GrokforecastError(
+            f"cannot reach the Ray cluster at {address}: {first_line}; start one with "
+            "'ray start --head --port 6380' or leave out --ray-address for a local runtime"
+        ) from None
+
+
+def experiment_root(plan: SweepPlan) -> Path:
+    """Where the sweep's Tune experiments live: ``runs/<study file>/ray`` beside the checkpoints."""
+    return (plan.checkpoint_dir.parent / "ray").resolve()
+
+
+def run_ray_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False) -> optuna.Study:
+    """Run the study of ``plan`` on Ray Tune to its target number of finished trials.
+
+    With ``resume``, the newest unfinished Tune experiment of the sweep is restored first
+    (running and errored trials continue from their checkpoints), then new trials are
+    added until the study holds its target.
+    """
+    connect(address)
+    plan = dataclasses.replace(plan, storage_url=absolute_url(plan.storage_url))
+    study = create_study(plan)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, plan=plan),
+        {"cpu": plan.spec.ray.cpus_per_trial, "gpu": plan.spec.ray.gpus_per_trial},
+    )
+    if resume:
+        latest = _latest_experiment(experiment_root(plan))
+        if latest is not None:
+            restored = tune.Tuner.restore(str(latest), trainable, resume_unfinished=True, resume_errored=True)
+            _fit_and_reconcile(restored, study, plan)
+    remaining = plan.spec.n_trials - finished_trials(study)
+    if remaining > 0:
+        _fit_and_reconcile(_new_tuner(plan, trainable, remaining), study, plan)
+    return study
+
+
+def _new_tuner(plan: SweepPlan, trainable: object, n_trials: int) -> tune.Tuner:
+    spec = plan.spec
+    if spec.pruner.enabled:
+        scheduler = GrokForecastScheduler(probe_step=spec.budget.probe_steps, threshold=spec.pruner.threshold)
+        callbacks = [scheduler.state_callback()]
+    else:
+        scheduler, callbacks = FIFOScheduler(), []
+    searcher = StudySearcher(plan, scheduler if spec.pruner.enabled else None)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=n_trials,
+            max_concurrent_trials=spec.ray.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(experiment_root(plan)),
+            callbacks=callbacks,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=spec.heartbeat.max_retry),
+            verbose=0,
+        ),
+    )
+
+
+def _fit_and_reconcile(tuner: tune.Tuner, study: optuna.Study, plan: SweepPlan) -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress bar is grokforecast's
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    before = signal.getsignal(signal.SIGINT)
+    results = tuner.fit()
+    if _tune_caught_sigint(before):
+        raise ExperimentInterrupted(str(results.experiment_path))
+    reconcile(study, results, plan.spec.objective)
+
+
+def _tune_caught_sigint(before: object) -> bool:
+    """Whether Ctrl-C ended ``Tuner.fit`` (it then saved the experiment and returned).
+
+    During ``fit`` (in the main thread) Tune replaces the SIGINT handler with its own and
+    puts the previous one back only when the signal arrives; otherwise its handler stays,
+    and is replaced here by the previous one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGINT) is before:
+        return True
+    signal.signal(signal.SIGINT, before)
+    return False
+
+
+def reconcile(study: optuna.Study, results: tune.ResultGrid, objective: str) -> int:
+    """Settle every Optuna trial of a finished Tune experiment that is still RUNNING.
+
+    A trial with an outcome in its last result gets it; one without (it errored for good,
+    or never started) is failed. Returns how many trials were settled here.
+    """
+    settled = 0
+    for result in results:
+        number = (result.config or {}).get(TRIAL_NUMBER)
+        if number is None:
+            continue
+        state = settle(study, number, result.metrics, None, objective, error=result.error is not None)
+        if state is None:
+            state = settle(study, number, None, None, objective, error=True)
+        settled += state is not None
+    return settled
+
+
+def _latest_experiment(root: Path) -> Path | None:
+    candidates = [p for p in root.glob("*") if p.is_dir() and tune.Tuner.can_restore(str(p))]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)

@@ -1,0 +1,180 @@
+"""``StudySearcher``: Optuna's sampler behind Ray Tune, with true trial states.
+
+Ray's stock ``OptunaSearch`` tells Optuna COMPLETE, with a partial value, for a trial a
+scheduler stopped, and after ``Tuner.restore`` it fails the trials it resumes. This
+searcher asks the sweep's study (in grokforecast's SQL storage) for each trial, and tells
+it the truth: PRUNED with the forecast's reason for a trial the
+:class:`~grokforecast.raytune.GrokForecastScheduler` stopped (or whose loss diverged),
+COMPLETE with the objective for a trial that finished, FAIL for one that errored. A trial
+stopped without an outcome (the experiment was interrupted) stays RUNNING: a restored
+experiment finishes it, and :func:`reconcile` settles whatever is left.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR, Decision, DecisionRecord
+from grokforecast.raytune.scheduler import INTERVAL_SUFFIX, GrokForecastScheduler
+from grokforecast.raytune.trainable import TRIAL_NUMBER
+from grokforecast.sweep.driver import SweepPlan, load_study
+from grokforecast.sweep.storage import open_storage
+from grokforecast.sweep.trial import STOPPED_ATTR, suggest
+
+#: Outcome keys the trainable puts in its last result; they become user attributes.
+OUTCOME_KEYS = (
+    STOPPED_ATTR,
+    "steps_trained",
+    "t2",
+    "t4",
+    "grokked",
+    "final_train_acc",
+    "final_val_acc",
+    "best_val_acc",
+    "final_val_loss",
+    "final_weight_norm",
+    "diverged_at",
+)
+
+
+class StudySearcher(Searcher):
+    """Sample each Tune trial from the sweep's Optuna study and record its true state.
+
+    Args:
+        plan: The sweep (study file and storage URL); the study must exist.
+        scheduler: The scheduler whose decisions mark trials PRUNED (None: no pruning).
+    """
+
+    def __init__(self, plan: SweepPlan, scheduler: GrokForecastScheduler | None = None) -> None:
+        mode = "max" if plan.spec.study_direction == "maximize" else "min"
+        super().__init__(metric=plan.spec.objective, mode=mode)
+        self.plan = plan
+        self.scheduler = scheduler
+        self._numbers: dict[str, int] = {}
+        self._study: optuna.Study | None = None
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            # Tune, not Optuna's heartbeats, looks after crashed trials on this backend.
+            self._study = load_study(self.plan, storage=open_storage(self.plan.storage_url))
+        return self._study
+
+    # -- Tune's hooks ----------------------------------------------------------------
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        trial = self.study.ask()
+        params = suggest(trial, self.plan.spec)
+        self._numbers[trial_id] = trial.number
+        return {**params, TRIAL_NUMBER: trial.number}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Report every ``report_every``-th training loss to Optuna, as the Optuna path does."""
+        number, step = self._numbers.get(trial_id), result.get("step")
+        losses = result.get("train_loss" + INTERVAL_SUFFIX)
+        if number is None or step is None or not losses:
+            return
+        every, first = self.plan.spec.budget.report_every, step - len(losses)
+        for offset, loss in enumerate(losses):
+            if (first + offset) % every == 0:
+                self.study._storage.set_trial_intermediate_value(
+                    self._storage_id(number), first + offset, loss
+                )
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self._numbers.get(trial_id)
+        if number is None:
+            return
+        if self.scheduler is not None and (probe := self.scheduler.probe(trial_id)) is not None:
+            self.study._storage.set_trial_system_attr(self._storage_id(number), PROBE_ATTR, probe)
+        decision = self.scheduler.decision(trial_id) if self.scheduler else None
+        settle(self.study, number, result, decision, self.plan.spec.objective, error)
+
+    # -- state -------------------------------------------------------------------------
+
+    def _storage_id(self, number: int) -> int:
+        return self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"numbers": dict(self._numbers)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._numbers = dict(state["numbers"])
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(self.get_state(), file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as file:
+            self.set_state(pickle.load(file))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_study": None}  # reconnects to the storage on demand
+
+
+def settle(
+    study: optuna.Study,
+    number: int,
+    result: Mapping[str, Any] | None,
+    decision: DecisionRecord | None,
+    objective: str,
+    error: bool = False,
+) -> TrialState | None:
+    """Give Optuna trial ``number`` its final state from its last Tune result.
+
+    Returns the state told, or None when the trial has no outcome yet (left RUNNING).
+    """
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    if storage.get_trial(trial_id).state.is_finished():
+        return None
+    result = result or {}
+    if decision is not None:
+        storage.set_trial_user_attr(
+            trial_id, DECISION_ATTR, {**decision.to_dict(), "reason": decision.reason}
+        )
+    if error:
+        study.tell(number, state=TrialState.FAIL)
+        return TrialState.FAIL
+    stopped_by_forecast = decision is not None and decision.decision is Decision.PRUNE
+    if stopped_by_forecast and STOPPED_ATTR not in result:
+        result = {**result, **_outcome_at_probe(result)}
+    if STOPPED_ATTR not in result:
+        return None
+    for key in OUTCOME_KEYS:
+        if result.get(key) is not None:
+            storage.set_trial_user_attr(trial_id, key, result[key])
+    if result.get("resumed_from_step"):  # as the Optuna path records a continued trial
+        storage.set_trial_user_attr(trial_id, "resumed_from", {"step": result["resumed_from_step"]})
+    if result[STOPPED_ATTR] == "diverged" and decision is None:
+        step = result.get("diverged_at")
+        reason = {
+            "decision": "prune",
+            "step": step,
+            "reason": f"diverged: non-finite training loss at step {step}",
+        }
+        storage.set_trial_user_attr(trial_id, DECISION_ATTR, reason)
+    if stopped_by_forecast or result[STOPPED_ATTR] == "diverged":
+        study.tell(number, state=TrialState.PRUNED)
+        return TrialState.PRUNED
+    study.tell(number, float(result[objective]))
+    return TrialState.COMPLETE
+
+
+def _outcome_at_probe(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The outcome of a trial the scheduler stopped, from its probe-step result."""
+    return {
+        STOPPED_ATTR: "pruned",
+        "steps_trained": result.get("step"),
+        "final_train_acc": result.get("train_acc"),
+        "final_val_acc": result.get("val_acc"),
+        "final_val_loss": result.get("val_loss"),
+        "final_weight_norm": result.get("weight_norm"),
+    }

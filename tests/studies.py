@@ -1,0 +1,62 @@
+"""Study files for tests: tiny sweeps that train in seconds, and the storages to run them on."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+GROKFORECAST = [str(Path(sys.executable).parent / "grokforecast")]
+
+
+def study_text(
+    name: str, n_trials: int = 3, threshold: float = 0.5, full_steps: int = 240, **extra: str
+) -> str:
+    """A sweep of tiny (x + y) mod 23 MLPs: a trial takes about a second."""
+    return f"""
+name = "{name}"
+n_trials = {n_trials}
+{extra.get("top", "")}
+
+[sampler]
+kind = "random"
+seed = 1
+
+[train]
+workload = "modular_mlp"
+workload_options = {{ p = 23, embed_dim = 16, hidden = 32 }}
+eval_every = 10
+device = "cpu"
+
+[search]
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+weight_decay = {{ low = 0.1, high = 2.0, log = true }}
+data_fraction = {{ low = 0.3, high = 0.8 }}
+
+[budget]
+probe_steps = 40
+full_steps = {full_steps}
+hold_steps = 10000
+checkpoint_every = 100
+
+[pruner]
+threshold = {threshold}
+exploration = 0.0
+
+[heartbeat]
+heartbeat_interval = 1
+grace_period = 3
+"""
+
+
+def storage_urls(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    yield "sqlite", f"sqlite:///{tmp_path / 'study.db'}"
+    if os.environ.get("GROKFORECAST_TEST_POSTGRES_URL"):
+        yield "postgres", os.environ["GROKFORECAST_TEST_POSTGRES_URL"]
+
+
+def write_study(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
