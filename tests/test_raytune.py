@@ -87,6 +87,16 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
         assert later == (TrialScheduler.CONTINUE if kept else TrialScheduler.STOP)
 
 
+def test_a_trial_that_cannot_be_forecast_is_kept_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+    record = load_corpus("mlp_add59")[0]
+    scheduler = GrokForecastScheduler(probe_step=10)  # ten training-loss points: too short
+    answers = [scheduler.decide("short", r, record.config) for r in _results(record)[:2]]
+    assert answers == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE]
+    decision = scheduler.decision("short")
+    assert decision is not None and decision.step == 10 and decision.rule.startswith("no forecast (")
+    assert "keeps trial short without a forecast" in caplog.text
+
+
 def test_the_scheduler_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="probe_step=0"):
         GrokForecastScheduler(probe_step=0)
@@ -102,6 +112,17 @@ def test_importing_grokforecast_and_the_optuna_path_does_not_import_ray() -> Non
         "from grokforecast.cli import main; assert 'ray' not in sys.modules, 'ray imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_ray_the_ray_backend_is_one_line_naming_the_install() -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"  # what an environment without Ray looks like
+        "from grokforecast.errors import GrokforecastError\n"
+        "try:\n    import grokforecast.raytune.backend\n"
+        "except GrokforecastError as error:\n    print(error)"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown == "Ray Tune is not installed; install it with: pip install 'grokforecast[ray]'\n"
 
 
 def _free_port() -> int:

@@ -1,10 +1,11 @@
 """Ray Tune's ASHA against the GrokForecastScheduler on recorded runs, replayed through Tune.
 
 Every run of a shipped corpus becomes one Tune trial whose trainable reports the recorded
-curves (every ``REPORT_EVERY`` steps, with the dense training curves in between) as the
-live trainable would, at no training cost. Both schedulers see the same trials in the same
-order on a local Ray runtime. ASHA is configured as a Tune user would for this budget:
-on validation accuracy, grace period = the probe step, reduction factor 3.
+curves (at a stride of evaluations that gives the probe at least eight reports, with the
+dense training curves in between) as the live trainable would, at no training cost.
+Both schedulers see the same trials in the same order on a local Ray runtime. ASHA is
+configured as a Tune user would for this budget: on validation accuracy, grace period =
+the probe step, reduction factor 3.
 
 A grokking run counts as *found* when it was trained past its grok step t4; compute is
 the steps trained, against running every trial to full length and against the oracle
@@ -13,12 +14,15 @@ the steps trained, against running every trial to full length and against the or
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 from grokforecast.records import RunRecord
 
-REPORT_EVERY = 50
+#: Reports (results) a trial sends up to its probe step, at least.
+REPORTS_TO_PROBE = 8
 
 
 @dataclass(frozen=True)
@@ -36,14 +40,14 @@ class StopperOutcome:
         return self.found / self.grokking if self.grokking else 1.0
 
 
-def replay_trial(config: dict[str, Any], records: list[RunRecord]) -> None:
+def replay_trial(config: dict[str, Any], records: list[RunRecord], report_every: int) -> None:
     """Report the recorded curves of ``records[config["record"]]`` as the live trainable does."""
     from ray import tune
 
     curves = records[config["record"]].curves
     reported = 0
     for index, step in enumerate(int(s) for s in curves.eval_steps):
-        if step % REPORT_EVERY and index != len(curves.eval_steps) - 1:
+        if step % report_every and index != len(curves.eval_steps) - 1:
             continue
         result = {
             "step": step,
@@ -71,7 +75,9 @@ def compare_on_tune(records: list[RunRecord], probe_fraction: float = 0.1) -> li
     full = int(records[0].config["steps"])
     if any(int(r.config["steps"]) != full for r in records):
         raise ValueError("replay records of one budget at a time (one corpus)")
-    probe = round(probe_fraction * full / REPORT_EVERY) * REPORT_EVERY
+    eval_every = int(records[0].curves.eval_steps[1])
+    report_every = eval_every * max(1, round(probe_fraction * full) // (REPORTS_TO_PROBE * eval_every))
+    probe = max(1, round(probe_fraction * full / report_every)) * report_every
     schedulers = {
         "GrokForecastScheduler": GrokForecastScheduler(probe_step=probe),
         f"ASHA (val_acc, grace {probe}, rf 3)": ASHAScheduler(
@@ -82,24 +88,26 @@ def compare_on_tune(records: list[RunRecord], probe_fraction: float = 0.1) -> li
         {"record": i, **{k: r.config[k] for k in ("lr", "weight_decay", "data_fraction")}}
         for i, r in enumerate(records)
     ]
-    space = {"record": tune.randint(0, len(records))} | {
-        k: tune.uniform(0.0, 1.0) for k in ("lr", "weight_decay", "data_fraction")
+    space = {"record": tune.randint(0, len(records))} | {  # holds every recorded value
+        k: tune.uniform(min(p[k] for p in points), max(p[k] for p in points) + 1e-12)
+        for k in ("lr", "weight_decay", "data_fraction")
     }
     connect()
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     outcomes = []
     for name, scheduler in schedulers.items():
-        tuner = tune.Tuner(
-            tune.with_parameters(replay_trial, records=records),
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                scheduler=scheduler,
-                search_alg=BasicVariantGenerator(points_to_evaluate=points),
-                num_samples=len(records),
-                max_concurrent_trials=2,
-            ),
-            run_config=tune.RunConfig(verbose=0),
-        )
-        last_step = {r.config["record"]: int(r.metrics["step"]) for r in tuner.fit()}
+        with tempfile.TemporaryDirectory(prefix="grokforecast-tune-replay-") as storage:
+            tuner = tune.Tuner(
+                tune.with_parameters(replay_trial, records=records, report_every=report_every),
+                param_space=space,
+                tune_config=tune.TuneConfig(
+                    scheduler=scheduler,
+                    search_alg=BasicVariantGenerator(points_to_evaluate=points),
+                    num_samples=len(records),
+                ),
+                run_config=tune.RunConfig(verbose=0, storage_path=storage),
+            )
+            last_step = {r.config["record"]: int(r.metrics["step"]) for r in tuner.fit()}
         outcomes.append(_outcome(name, records, last_step, probe))
     return outcomes
 

@@ -30,6 +30,8 @@ from grokforecast.raytune.trainable import TRIAL_NUMBER, train_trial
 from grokforecast.sweep.driver import SweepPlan, create_study, finished_trials
 from grokforecast.sweep.storage import absolute_url
 
+logger = logging.getLogger(__name__)
+
 #: Object store of a local runtime: trials exchange only small results and checkpoints.
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 
@@ -51,7 +53,14 @@ def connect(address: str | None = None) -> None:
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 logging_level=logging.WARNING,
+                # Trials Tune stops print Ray's SIGTERM tracebacks; errors are reported below.
+                log_to_driver=False,
             )
+    except ray.exceptions.AuthenticationError:
+        raise GrokforecastError(
+            f"the Ray cluster at {address} asks for its token: copy the head node's ~/.ray/auth_token "
+            "to this machine and set RAY_AUTH_MODE=token"
+        ) from None
     except (ConnectionError, RuntimeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise GrokforecastError(
@@ -72,6 +81,11 @@ def run_ray_sweep(plan: SweepPlan, address: str | None = None, resume: bool = Fa
     (running and errored trials continue from their checkpoints), then new trials are
     added until the study holds its target.
     """
+    if plan.spec.pruner.keep_top is not None:
+        raise GrokforecastError(
+            f"{plan.spec_path}: pruner.keep_top ranks trials through the Optuna study and is not "
+            "available on the Ray backend; use pruner.threshold or --backend optuna"
+        )
     connect(address)
     plan = dataclasses.replace(plan, storage_url=absolute_url(plan.storage_url))
     study = create_study(plan)
@@ -153,6 +167,9 @@ def reconcile(study: optuna.Study, results: tune.ResultGrid, objective: str) -> 
         number = (result.config or {}).get(TRIAL_NUMBER)
         if number is None:
             continue
+        if result.error is not None:
+            first_line = (str(result.error).strip().splitlines() or [type(result.error).__name__])[-1]
+            logger.warning("trial %d failed on Ray: %s (log: %s)", number, first_line, result.path)
         state = settle(study, number, result.metrics, None, objective, error=result.error is not None)
         if state is None:
             state = settle(study, number, None, None, objective, error=True)

@@ -9,6 +9,7 @@ stopped. Written in the manner of Ray's ``median_stopping_rule.py`` (a
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections import defaultdict
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from grokforecast.forecast.features import CURVE_GROUPS, HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
 from grokforecast.pruning.decision import Decision, DecisionRecord
+
+logger = logging.getLogger(__name__)
 
 #: A result key ``<series>_interval`` holds that series' value at every step since the
 #: previous result (the trainer's dense per-step curve); ``<series>`` alone is one value.
@@ -120,8 +123,9 @@ class GrokForecastScheduler(FIFOScheduler):
         self._curves.pop(trial.trial_id, None)
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
-        # The trial may be retried from its checkpoint; its curves will be re-reported.
-        self._curves.pop(trial.trial_id, None)
+        # Kept: a retry from a checkpoint re-reports only the steps after it (and a
+        # re-reported step replaces the earlier value).
+        pass
 
     def debug_string(self) -> str:
         stopped = sum(r.decision is Decision.PRUNE for r in self._decisions.values())
@@ -172,10 +176,15 @@ class GrokForecastScheduler(FIFOScheduler):
         try:
             logit = forecaster.predict_logit(history)
         except ValueError as error:
-            raise ValueError(
-                f"GrokForecastScheduler cannot forecast trial {trial_id} at step {step}: {error}; "
-                "report more often or raise probe_step"
-            ) from None
+            # Stopping a trial on missing evidence would be worse than letting it run.
+            logger.warning(
+                "GrokForecastScheduler keeps trial %s without a forecast at step %s: %s; "
+                "report more often or raise probe_step",
+                trial_id,
+                step,
+                error,
+            )
+            return DecisionRecord(Decision.KEEP, step, float("nan"), f"no forecast ({error})", {}, 0)
         probability = float(1.0 / (1.0 + np.exp(-logit)))
         decision = Decision.PRUNE if probability < self.threshold else Decision.KEEP
         self._probes[trial_id] = {
