@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pyarrow.parquet as pq
 import pytest
 from optuna.trial import TrialState
 
@@ -311,6 +312,21 @@ def test_status_studies_export_and_optuna_dashboard_read_the_study(in_tmp: Path)
     curves_csv = (in_tmp / "out" / f"{plan.spec.name}-curves.csv").read_text().splitlines()
     assert len(trials_csv) == 3 and trials_csv[0].startswith("number,state,value")
     assert sum(line.split(",")[1] == "train_loss" for line in curves_csv[1:]) == 2 * 40
+    to_parquet = ["--format", "parquet", "-o", str(in_tmp / "out")]
+    parquet = subprocess.run(
+        [*GROKFORECAST, "export", plan.spec.name, "--storage", plan.storage_url, *to_parquet],
+        capture_output=True,
+        text=True,
+    )
+    assert parquet.returncode == 0, parquet.stderr
+    trials = pq.read_table(in_tmp / "out" / f"{plan.spec.name}-trials.parquet").to_pylist()
+    curves = pq.read_table(in_tmp / "out" / f"{plan.spec.name}-curves.parquet")
+    assert [t["state"] for t in trials] == ["PRUNED", "PRUNED"] and trials[0]["steps_trained"] == 40
+    assert curves.num_rows == len(curves_csv) - 1
+    trial, series, step, value = curves_csv[1].split(",")
+    first = curves.slice(0, 1).to_pylist()[0]
+    assert (first["trial"], first["series"], first["step"]) == (int(trial), series, int(step))
+    assert first["value"] == pytest.approx(float(value))
 
     app = optuna_dashboard.wsgi(plan.storage_url)
     environ: dict = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET"}

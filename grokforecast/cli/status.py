@@ -87,16 +87,24 @@ def studies(storage: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Folder for <study>-trials.csv and <study>-curves.csv.",
+    help="Folder for <study>-trials.<format> and <study>-curves.<format>.",
 )
-def export(study: str, storage: str | None, out_dir: Path) -> None:
-    """Write a study's trials and dense curves to CSV."""
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet"]),
+    default="csv",
+    show_default=True,
+    help="CSV for any tool; Parquet keeps column types and is smaller (needs pyarrow).",
+)
+def export(study: str, storage: str | None, out_dir: Path, fmt: str) -> None:
+    """Write a study's trials and dense curves to CSV or Parquet."""
     from grokforecast.sweep.export import export_curves, export_trials
 
     loaded, rdb, _ = _open(study, storage)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trials_path = out_dir / f"{loaded.study_name}-trials.csv"
-    curves_path = out_dir / f"{loaded.study_name}-curves.csv"
-    n_trials = export_trials(loaded, trials_path)
-    n_points = export_curves(rdb.engine, loaded.study_name, curves_path)
+    trials_path = out_dir / f"{loaded.study_name}-trials.{fmt}"
+    curves_path = out_dir / f"{loaded.study_name}-curves.{fmt}"
+    n_trials = export_trials(loaded, trials_path, fmt)
+    n_points = export_curves(rdb.engine, loaded.study_name, curves_path, fmt)
     click.echo(f"{n_trials} trials -> {trials_path}\n{n_points} curve points -> {curves_path}")
