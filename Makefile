@@ -20,6 +20,7 @@ install: $(BIN)/grokforecast
 
 quickstart: install
 	$(BIN)/grokforecast sweep studies/quickstart.toml
+	$(BIN)/grokforecast report studies/quickstart.toml -o runs/quickstart-report.html
 
 test: install
 	$(BIN)/ruff check .

@@ -163,11 +163,43 @@ def tune_schedulers(corpora: tuple[str, ...], probe_fraction: float) -> None:
     from grokforecast.bench.tune_replay import compare_on_tune
     from grokforecast.corpus import load_corpus
 
-    header = f"{'corpus':16} {'stopper':34} {'found':>8} {'recall':>7} {'steps':>9}"
+    header = f"{'corpus':20} {'stopper':34} {'found':>8} {'recall':>7} {'steps':>9}"
     click.echo(f"{header} {'x unstopped':>11} {'x oracle':>9}")
     for corpus in corpora:
         for o in compare_on_tune(load_corpus(corpus), probe_fraction):
             click.echo(
-                f"{corpus:16} {o.name:34} {o.found:>3}/{o.grokking:<4} {o.recall:7.2f} {o.steps:9,d} "
+                f"{corpus:20} {o.name:34} {o.found:>3}/{o.grokking:<4} {o.recall:7.2f} {o.steps:9,d} "
                 f"{o.steps / o.steps_unstopped:11.2f} {o.steps / o.steps_oracle:9.2f}"
             )
+
+
+@bench.command("dashboard")
+@click.option("--trials", "n_trials", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--steps", type=click.IntRange(min=100), default=10_000, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--storage", metavar="URL", help="Database to write the study to [default: a temporary SQLite file]."
+)
+def dashboard_load(n_trials: int, steps: int, repeats: int, storage: str | None) -> None:
+    """Time the dashboard's study page on a large synthetic study."""
+    import statistics
+    import tempfile
+    import time
+    import uuid
+
+    from grokforecast.bench.dashboard_load import build_large_study, time_study_page
+
+    with tempfile.TemporaryDirectory(prefix="grokforecast-bench-dashboard-") as workdir:
+        url = storage or f"sqlite:///{workdir}/dashboard.db"
+        name = f"bench-dashboard-{uuid.uuid4().hex[:6]}"
+        started = time.perf_counter()
+        points = build_large_study(url, name, n_trials, steps)
+        click.echo(
+            f"{n_trials} trials, {points:,} curve points written in {time.perf_counter() - started:.0f} s"
+        )
+        page, api, size = time_study_page(url, name, repeats)
+    click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores")
+    click.echo(
+        f"study page   median {statistics.median(page):.2f} s  max {max(page):.2f} s  ({size / 1e6:.1f} MB)"
+    )
+    click.echo(f"refresh API  median {statistics.median(api):.2f} s  max {max(api):.2f} s")

@@ -19,7 +19,9 @@ storage_option = click.option(
 )
 
 
-def _open(study: str, storage: str | None) -> tuple[optuna.Study, optuna.storages.RDBStorage, int]:
+def open_study(
+    study: str, storage: str | None, read_only: bool = True
+) -> tuple[optuna.Study, optuna.storages.RDBStorage, int]:
     """STUDY is a study file, or a study name with --storage; returns (study, storage, full_steps)."""
     import optuna
 
@@ -36,7 +38,7 @@ def _open(study: str, storage: str | None) -> tuple[optuna.Study, optuna.storage
         )
     else:
         name, url = study, storage
-    rdb = open_storage(url)
+    rdb = open_storage(url, read_only=read_only)
     try:
         loaded = optuna.load_study(study_name=name, storage=rdb)
     except KeyError:
@@ -55,7 +57,7 @@ def status(study: str, storage: str | None) -> None:
     """Trials by state, grokked and pruned, compute spent against an unpruned sweep."""
     from grokforecast.sweep.summary import report_text
 
-    loaded, _, full_steps = _open(study, storage)
+    loaded, _, full_steps = open_study(study, storage)
     click.echo(report_text(loaded, full_steps))
 
 
@@ -101,7 +103,7 @@ def export(study: str, storage: str | None, out_dir: Path, fmt: str) -> None:
     """Write a study's trials and dense curves to CSV or Parquet."""
     from grokforecast.sweep.export import export_curves, export_trials
 
-    loaded, rdb, _ = _open(study, storage)
+    loaded, rdb, _ = open_study(study, storage)
     out_dir.mkdir(parents=True, exist_ok=True)
     trials_path = out_dir / f"{loaded.study_name}-trials.{fmt}"
     curves_path = out_dir / f"{loaded.study_name}-curves.{fmt}"

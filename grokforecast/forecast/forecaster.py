@@ -159,6 +159,10 @@ class GrokForecaster:
     def predict_proba_features(self, matrix: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self._logits(matrix)))
 
+    def feature_values(self, history: History) -> dict[str, float]:
+        """Every feature this forecaster reads from ``history``, by name, before scaling."""
+        return dict(zip(self.features, self.feature_matrix([history])[0].tolist(), strict=True))
+
     def explain(self, history: History, top: int = 3) -> dict[str, float]:
         """The ``top`` features that moved the forecast most, with their logit contributions."""
         self._require_fitted()

@@ -12,7 +12,7 @@ The decision is made once per trial, at its probe step:
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 class Decision(enum.StrEnum):
@@ -39,6 +39,8 @@ class DecisionRecord:
     rule: str
     main_features: dict[str, float]
     calibrated_on: int
+    #: Every feature the forecaster read, by name (the early spectral activity among them).
+    features: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "decision": self.decision.value}

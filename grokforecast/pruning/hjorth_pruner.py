@@ -190,7 +190,13 @@ class HjorthPruner(BasePruner):
             {"decision": decision.value, "logit": logit, "probability": probability, "forecaster": key},
         )
         return DecisionRecord(
-            decision, step, probability, rule, forecaster.explain(history), calibration.trials
+            decision,
+            step,
+            probability,
+            rule,
+            forecaster.explain(history),
+            calibration.trials,
+            forecaster.feature_values(history),
         )
 
     def _history(self, study: optuna.Study, trial: FrozenTrial, step: int) -> dict[str, np.ndarray]:

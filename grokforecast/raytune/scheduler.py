@@ -194,7 +194,8 @@ class GrokForecastScheduler(FIFOScheduler):
             "forecaster": key,
         }
         rule = f"threshold {self.threshold:g}"
-        return DecisionRecord(decision, step, probability, rule, forecaster.explain(history), 0)
+        explained, features = forecaster.explain(history), forecaster.feature_values(history)
+        return DecisionRecord(decision, step, probability, rule, explained, 0, features)
 
     def _history(self, trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
         history: dict[str, Any] = {}

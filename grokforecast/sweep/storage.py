@@ -71,8 +71,12 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     max_retry: int | None = None,
+    read_only: bool = False,
 ) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage for ``url``, with heartbeats and the curves table in place.
+
+    ``read_only`` (reports, the dashboard) creates nothing: no database file, no table,
+    no change of journal mode; a SQLite file that does not exist is an error.
 
     With ``heartbeat_interval``, a trial whose worker died (SIGKILL, power loss) is failed
     after ``grace_period`` seconds by the next worker that starts a trial, and re-queued
@@ -88,12 +92,16 @@ def open_storage(
     engine_kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": 60}
-        try:
-            _prepare_sqlite(parsed.database)
-        except (OSError, sqlite3.Error) as error:
-            raise GrokforecastError(
-                f"cannot open storage {display_url(url)}: {error}; check the path"
-            ) from None
+        if read_only:
+            if not Path(parsed.database or "").is_file():
+                raise GrokforecastError(f"no study database at {display_url(url)}; check the path")
+        else:
+            try:
+                _prepare_sqlite(parsed.database)
+            except (OSError, sqlite3.Error) as error:
+                raise GrokforecastError(
+                    f"cannot open storage {display_url(url)}: {error}; check the path"
+                ) from None
     # Heartbeats and their retry callback are "experimental" in Optuna since 2.8; they
     # are what makes a killed worker's trial recoverable, so use them without the noise.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -109,11 +117,13 @@ def open_storage(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=callback,
+            skip_table_creation=read_only,
         )
         if parsed.get_backend_name() == "sqlite":
             sa.event.listen(storage.engine, "connect", _sqlite_pragmas)
             storage.engine.dispose()
-        metadata.create_all(storage.engine)
+        if not read_only:
+            metadata.create_all(storage.engine)
     except (sa.exc.SQLAlchemyError, ImportError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise GrokforecastError(

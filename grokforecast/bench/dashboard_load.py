@@ -1,0 +1,128 @@
+"""How fast the dashboard's study page loads for a large study.
+
+A synthetic study of ``n_trials`` trials, each with dense ``steps``-step training curves,
+evaluation curves every ``eval_every`` steps and a training loss reported to Optuna
+every ``report_every`` steps, is written to a database the way a sweep writes it
+(Optuna's tables, the decision record, the curves table in segments). The study page and
+its refresh API are then requested through the app, and the times reported: what a user
+waits for before the browser starts drawing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from grokforecast.pruning.decision import DECISION_ATTR
+from grokforecast.sweep.driver import SPEC_ATTR
+from grokforecast.sweep.storage import open_storage, write_curve_segment
+
+DISTRIBUTIONS = {
+    "lr": FloatDistribution(1e-4, 1e-2, log=True),
+    "weight_decay": FloatDistribution(1e-2, 10.0, log=True),
+    "data_fraction": FloatDistribution(0.1, 0.9),
+}
+
+
+@dataclass(frozen=True)
+class PageTimes:
+    trials: int
+    curve_points: int
+    page_seconds: list[float]
+    api_seconds: list[float]
+    page_bytes: int
+
+
+def build_large_study(
+    url: str,
+    name: str,
+    n_trials: int,
+    steps: int,
+    eval_every: int = 10,
+    report_every: int = 50,
+    seed: int = 0,
+) -> int:
+    """Write the synthetic study; returns the number of curve points stored."""
+    rng = np.random.default_rng(seed)
+    storage = open_storage(url)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    probe = steps // 10
+    study.set_user_attr(SPEC_ATTR, f"[budget]\nprobe_steps = {probe}\nfull_steps = {steps}\n")
+    points = 0
+    trials = []
+    for number in range(n_trials):
+        params = {
+            name: float(dist.low * (dist.high / dist.low) ** rng.random())
+            if dist.log
+            else float(rng.uniform(dist.low, dist.high))
+            for name, dist in DISTRIBUTIONS.items()
+        }
+        kept = rng.random() < 0.4
+        trained = steps if kept else probe
+        dense = np.arange(trained)
+        train_loss = np.exp(-dense / (0.2 * steps)) * (1 + 0.2 * np.sin(dense / 7.0)) + 1e-3
+        evals = np.arange(0, trained, eval_every)
+        val_acc = 1 / (1 + np.exp(-(evals - 0.6 * steps) / (0.05 * steps))) if kept else np.zeros(len(evals))
+        segment = {
+            "train_loss": (dense, train_loss),
+            "train_acc": (dense, np.minimum(1.0, dense / (0.1 * steps))),
+            "val_loss": (evals, 5 - 4 * val_acc),
+            "val_acc": (evals, val_acc),
+            "weight_norm": (evals, 60 - 10 * evals / steps),
+        }
+        write_curve_segment(storage.engine, name, number, segment)
+        points += sum(len(s) for s, _ in segment.values())
+        grokked = kept and bool(val_acc[-1] >= 0.95)
+        probability = float(rng.uniform(0.5, 1.0) if kept else rng.uniform(0.0, 0.5))
+        decision = "keep" if kept else "prune"
+        features = {"log_activity": float(rng.normal(-3, 0.5)), "val_loss_last": float(rng.normal())}
+        trials.append(
+            create_trial(
+                state=TrialState.COMPLETE if kept else TrialState.PRUNED,
+                value=float(val_acc[-1]) if kept else None,
+                params=params,
+                distributions=DISTRIBUTIONS,
+                intermediate_values={int(s): float(train_loss[s]) for s in range(0, trained, report_every)},
+                user_attrs={
+                    "steps_trained": trained,
+                    "grokked": grokked,
+                    "t4": int(0.65 * steps) if grokked else None,
+                    "final_val_acc": float(val_acc[-1]),
+                    DECISION_ATTR: {
+                        "decision": decision,
+                        "step": probe - 1,
+                        "probability": probability,
+                        "reason": f"{decision} at step {probe - 1}: P(grok) = {probability:.3f}",
+                        "main_features": features,
+                        "features": features,
+                    },
+                },
+            )
+        )
+    study.add_trials(trials)
+    return points
+
+
+def time_study_page(url: str, name: str, repeats: int = 5) -> tuple[list[float], list[float], int]:
+    """Seconds to serve the study page and its refresh (a changed study), ``repeats`` times."""
+    from starlette.testclient import TestClient
+
+    from grokforecast.viz.dashboard import create_app
+
+    client = TestClient(create_app(url))
+    page_seconds, api_seconds, size = [], [], 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        response = client.get(f"/study/{name}")
+        page_seconds.append(time.perf_counter() - started)
+        response.raise_for_status()
+        size = len(response.content)
+        started = time.perf_counter()
+        client.get(f"/api/study/{name}", params={"since": "changed"}).raise_for_status()
+        api_seconds.append(time.perf_counter() - started)
+    return page_seconds, api_seconds, size

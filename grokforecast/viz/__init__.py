@@ -1,0 +1,1 @@
+"""Figures, the self-contained HTML report and the web dashboard of a study database."""

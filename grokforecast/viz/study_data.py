@@ -1,0 +1,184 @@
+"""A study read back for display: one flat record per trial, and curves thinned for plots.
+
+Figures, the HTML report and the dashboard all read a study through these functions,
+so each view shows the same numbers: what the trial was (parameters), what the forecast
+said at the probe (probability, decision, reason, features) and what happened
+(outcome, grok step, steps trained).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import sqlalchemy as sa
+from optuna.trial import FrozenTrial, TrialState
+
+from grokforecast.pruning.decision import DECISION_ATTR
+from grokforecast.sweep.driver import SPEC_ATTR
+from grokforecast.sweep.storage import curves_table, read_curves
+
+#: Outcomes a trial can have, in legend order, with the colour every view gives them.
+OUTCOME_COLORS = {
+    "grokked": "#2ca02c",
+    "kept, did not grok": "#ff7f0e",
+    "pruned": "#8c8c8c",
+    "diverged": "#d62728",
+    "running": "#1f77b4",
+    "failed": "#000000",
+}
+#: Points a displayed curve keeps at most (min and max per bucket keep its oscillations).
+DISPLAY_POINTS = 600
+
+
+@dataclass(frozen=True)
+class TrialView:
+    number: int
+    state: TrialState
+    params: dict[str, Any]
+    value: float | None
+    outcome: str
+    steps_trained: int
+    grokked: bool
+    t2: int | None
+    t4: int | None
+    final_val_acc: float | None
+    probability: float | None
+    decision: str | None
+    probe_step: int | None
+    reason: str | None
+    #: Every forecast feature at the probe, and the logit contributions of the main ones.
+    features: dict[str, float] = field(default_factory=dict)
+    contributions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def activity(self) -> float | None:
+        """log10 Hjorth activity of the detrended log training loss over the probe window."""
+        return self.features.get("log_activity")
+
+
+@dataclass(frozen=True)
+class StudyView:
+    name: str
+    direction: str
+    probe_steps: int | None
+    full_steps: int | None
+    trials: list[TrialView]
+
+    def finished(self) -> list[TrialView]:
+        return [t for t in self.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+    def trial(self, number: int) -> TrialView:
+        for t in self.trials:
+            if t.number == number:
+                return t
+        raise KeyError(f"study {self.name!r} has no trial {number}")
+
+    def steps_spent(self) -> int:
+        return sum(t.steps_trained for t in self.finished())
+
+    def steps_unpruned(self) -> int:
+        return len(self.finished()) * (self.full_steps or 0)
+
+
+def load_study_view(study: optuna.Study) -> StudyView:
+    """Every trial of ``study`` as a :class:`TrialView`, with the budget of its study file."""
+    spec_text = study.user_attrs.get(SPEC_ATTR)
+    budget = tomllib.loads(spec_text).get("budget", {}) if spec_text else {}
+    direction = study.direction.name.lower() if len(study.directions) == 1 else "multi-objective"
+    return StudyView(
+        name=study.study_name,
+        direction=direction,
+        probe_steps=budget.get("probe_steps"),
+        full_steps=budget.get("full_steps"),
+        trials=[trial_view(t) for t in study.get_trials(deepcopy=False)],
+    )
+
+
+def trial_view(trial: FrozenTrial) -> TrialView:
+    attrs = trial.user_attrs
+    decision = attrs.get(DECISION_ATTR) or {}
+    probability = decision.get("probability")
+    return TrialView(
+        number=trial.number,
+        state=trial.state,
+        params=dict(trial.params),
+        value=trial.value if trial.state is TrialState.COMPLETE else None,
+        outcome=_outcome(trial),
+        # A running trial has no steps_trained yet: its last report tells how far it is.
+        steps_trained=int(attrs.get("steps_trained", trial.last_step or 0)),
+        grokked=bool(attrs.get("grokked", False)),
+        t2=attrs.get("t2"),
+        t4=attrs.get("t4"),
+        final_val_acc=attrs.get("final_val_acc"),
+        probability=None if probability is None or math.isnan(probability) else float(probability),
+        decision=decision.get("decision"),
+        probe_step=decision.get("step"),
+        reason=decision.get("reason"),
+        features=dict(decision.get("features") or {}),
+        contributions=dict(decision.get("main_features") or {}),
+    )
+
+
+def _outcome(trial: FrozenTrial) -> str:
+    attrs = trial.user_attrs
+    if trial.state is TrialState.RUNNING or trial.state is TrialState.WAITING:
+        return "running"
+    if trial.state is TrialState.FAIL:
+        return "failed"
+    if attrs.get("stopped") == "diverged" or "diverged_at" in attrs:
+        return "diverged"
+    if trial.state is TrialState.PRUNED:
+        return "pruned"
+    return "grokked" if attrs.get("grokked") else "kept, did not grok"
+
+
+def display_curves(
+    engine: sa.Engine,
+    study_name: str,
+    trial_numbers: list[int],
+    max_points: int = DISPLAY_POINTS,
+) -> dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The curves of the given trials only, each thinned to about ``max_points`` points
+    (none for a study written by plain Optuna, which has no curves table)."""
+    if not sa.inspect(engine).has_table(curves_table.name):
+        return {}
+    curves = read_curves(engine, study_name, trial_numbers)
+    return {
+        number: {name: thin(steps, values, max_points) for name, (steps, values) in by_series.items()}
+        for number, by_series in curves.items()
+    }
+
+
+def thin(
+    steps: np.ndarray, values: np.ndarray, max_points: int = DISPLAY_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~``max_points`` points of a curve for a log-step axis: buckets spaced evenly
+    in log(step + 1), each keeping its first, lowest and highest point, so a thinned loss
+    curve keeps the envelope of its oscillations (the forecast's signal) and its spikes.
+
+    >>> steps = np.arange(10_000); values = np.sin(steps / 3.0)
+    >>> s, v = thin(steps, values, 300)
+    >>> len(s) <= 300, bool(v.min() == values.min()), bool(v.max() == values.max())
+    (True, True, True)
+    """
+    if len(steps) <= max_points:
+        return steps, values
+    buckets = max(1, (max_points - 1) // 3)
+    edges = np.unique(np.geomspace(1, len(steps), buckets + 1).astype(int) - 1)
+    starts, ends = edges[:-1], np.append(edges[1:-1], len(steps))
+    keep = set()
+    for start, end in zip(starts, ends, strict=True):
+        window = values[start:end]
+        finite = np.isfinite(window)
+        keep.add(int(start))
+        if finite.any():
+            keep.add(int(start + np.flatnonzero(finite)[np.argmin(window[finite])]))
+            keep.add(int(start + np.flatnonzero(finite)[np.argmax(window[finite])]))
+    keep.add(len(steps) - 1)
+    index = np.fromiter(sorted(keep), dtype=int)
+    return steps[index], values[index]
