@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,15 @@ from grokforecast.sweep.driver import SweepPlan, create_study, run_worker
 from grokforecast.sweep.storage import open_storage, read_curves
 from grokforecast.viz import figures
 from grokforecast.viz.dashboard import create_app
-from grokforecast.viz.study_data import StudyView, TrialView, display_curves, load_study_view, thin
-from studies import GROKFORECAST, study_text, write_study
+from grokforecast.viz.study_data import (
+    StudyView,
+    TrialView,
+    display_curves,
+    load_study_view,
+    thin,
+    trial_view,
+)
+from studies import GROKFORECAST, storage_urls, study_text, write_study
 
 NAME = "viz"
 FIGURE_IDS = ("heatmaps", "curves", "timeline", "grok-time", "calibration")
@@ -80,6 +88,32 @@ def test_the_study_view_reads_outcomes_decisions_and_features(swept: SweepPlan) 
         assert trial.activity is not None and np.isfinite(trial.activity)
         assert set(trial.contributions) <= set(trial.features) and len(trial.contributions) == 3
     assert view.steps_spent() == 3 * 40 + 3 * 240 and view.steps_unpruned() == 6 * 240
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "memory"])
+def test_the_study_view_reads_from_sql_what_optuna_reads(backend: str, tmp_path: Path) -> None:
+    """The view's column-wise SQL read equals Optuna's own trials, every state included."""
+    urls = dict(storage_urls(tmp_path)) | {"memory": None}
+    if backend not in urls:
+        pytest.skip("GROKFORECAST_TEST_POSTGRES_URL is not set")
+    storage = open_storage(urls[backend]) if urls[backend] else optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name=f"sql-view-{uuid.uuid4().hex[:8]}", storage=storage)
+    for number, state in enumerate(("COMPLETE", "PRUNED", "FAIL", "RUNNING")):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        trial.suggest_categorical("grokfast", ["none", "ema"])
+        if state != "RUNNING":
+            trial.set_user_attr("steps_trained", 100 * number)
+        trial.set_user_attr("grokforecast_decision", {"decision": "keep", "probability": 0.25, "step": 9})
+        for step in range(0, 30 + number, 10):
+            trial.report(1.0 / (step + 1), step)
+        if state != "RUNNING":
+            study.tell(trial, 0.5 if state == "COMPLETE" else None, state=TrialState[state])
+    view = load_study_view(study)
+    assert view.trials == [trial_view(t) for t in study.get_trials(deepcopy=False)]
+    assert [t.state.name for t in view.trials] == ["COMPLETE", "PRUNED", "FAIL", "RUNNING"]
+    assert view.trials[0].value == 0.5 and view.trials[3].steps_trained == 30  # its last report
+    assert {t.params["grokfast"] for t in view.trials} <= {"none", "ema"}
 
 
 def test_thinned_curves_keep_their_ends_and_extremes_and_query_only_the_trials_asked(

@@ -11,7 +11,6 @@ waits for before the browser starts drawing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import optuna
@@ -27,15 +26,6 @@ DISTRIBUTIONS = {
     "weight_decay": FloatDistribution(1e-2, 10.0, log=True),
     "data_fraction": FloatDistribution(0.1, 0.9),
 }
-
-
-@dataclass(frozen=True)
-class PageTimes:
-    trials: int
-    curve_points: int
-    page_seconds: list[float]
-    api_seconds: list[float]
-    page_bytes: int
 
 
 def build_large_study(
@@ -126,3 +116,24 @@ def time_study_page(url: str, name: str, repeats: int = 5) -> tuple[list[float],
         client.get(f"/api/study/{name}", params={"since": "changed"}).raise_for_status()
         api_seconds.append(time.perf_counter() - started)
     return page_seconds, api_seconds, size
+
+
+def time_trial_reads(url: str, name: str, repeats: int = 5) -> tuple[list[float], list[float]]:
+    """Seconds to read the study's trials column-wise (the page) and through Optuna (the baseline).
+
+    Optuna's ``get_trials`` also loads every intermediate value, which no page shows.
+    """
+    from grokforecast.viz.study_data import load_study_view, trial_view
+
+    storage = open_storage(url, read_only=True)
+    columns, through_optuna = [], []
+    for _ in range(repeats):
+        study = optuna.load_study(study_name=name, storage=storage)  # a fresh trial cache each time
+        started = time.perf_counter()
+        load_study_view(study)
+        columns.append(time.perf_counter() - started)
+        study = optuna.load_study(study_name=name, storage=storage)
+        started = time.perf_counter()
+        [trial_view(t) for t in study.get_trials(deepcopy=False)]
+        through_optuna.append(time.perf_counter() - started)
+    return columns, through_optuna

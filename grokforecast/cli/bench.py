@@ -187,7 +187,7 @@ def dashboard_load(n_trials: int, steps: int, repeats: int, storage: str | None)
     import time
     import uuid
 
-    from grokforecast.bench.dashboard_load import build_large_study, time_study_page
+    from grokforecast.bench.dashboard_load import build_large_study, time_study_page, time_trial_reads
 
     with tempfile.TemporaryDirectory(prefix="grokforecast-bench-dashboard-") as workdir:
         url = storage or f"sqlite:///{workdir}/dashboard.db"
@@ -198,8 +198,14 @@ def dashboard_load(n_trials: int, steps: int, repeats: int, storage: str | None)
             f"{n_trials} trials, {points:,} curve points written in {time.perf_counter() - started:.0f} s"
         )
         page, api, size = time_study_page(url, name, repeats)
+        columns, through_optuna = time_trial_reads(url, name, repeats)
     click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores")
     click.echo(
         f"study page   median {statistics.median(page):.2f} s  max {max(page):.2f} s  ({size / 1e6:.1f} MB)"
     )
     click.echo(f"refresh API  median {statistics.median(api):.2f} s  max {max(api):.2f} s")
+    click.echo(
+        f"trials read  median {statistics.median(columns):.3f} s column-wise (the page), "
+        f"{statistics.median(through_optuna):.3f} s through Optuna's get_trials (baseline)"
+    )
+

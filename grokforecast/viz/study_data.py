@@ -8,14 +8,19 @@ said at the probe (probability, decision, reason, features) and what happened
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import optuna
 import sqlalchemy as sa
+from optuna.distributions import json_to_distribution
+from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from grokforecast.pruning.decision import DECISION_ATTR
@@ -86,31 +91,57 @@ class StudyView:
 
 
 def load_study_view(study: optuna.Study) -> StudyView:
-    """Every trial of ``study`` as a :class:`TrialView`, with the budget of its study file."""
+    """Every trial of ``study`` as a :class:`TrialView`, with the budget of its study file.
+
+    On an SQL storage only the columns the views show are read (no intermediate values:
+    a 1,000-trial study holds ~10^5 of them); other storages go through Optuna.
+    """
     spec_text = study.user_attrs.get(SPEC_ATTR)
     budget = tomllib.loads(spec_text).get("budget", {}) if spec_text else {}
     direction = study.direction.name.lower() if len(study.directions) == 1 else "multi-objective"
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's trial cache
+    if isinstance(storage, optuna.storages.RDBStorage):
+        trials = list(_rdb_trial_views(storage.engine, study._study_id))
+    else:
+        trials = [trial_view(t) for t in study.get_trials(deepcopy=False)]
     return StudyView(
         name=study.study_name,
         direction=direction,
         probe_steps=budget.get("probe_steps"),
         full_steps=budget.get("full_steps"),
-        trials=[trial_view(t) for t in study.get_trials(deepcopy=False)],
+        trials=trials,
     )
 
 
 def trial_view(trial: FrozenTrial) -> TrialView:
-    attrs = trial.user_attrs
+    return _view(
+        trial.number,
+        trial.state,
+        dict(trial.params),
+        trial.value if trial.state is TrialState.COMPLETE else None,
+        trial.user_attrs,
+        trial.last_step,
+    )
+
+
+def _view(
+    number: int,
+    state: TrialState,
+    params: dict[str, Any],
+    value: float | None,
+    attrs: dict[str, Any],
+    last_step: int | None,
+) -> TrialView:
     decision = attrs.get(DECISION_ATTR) or {}
     probability = decision.get("probability")
     return TrialView(
-        number=trial.number,
-        state=trial.state,
-        params=dict(trial.params),
-        value=trial.value if trial.state is TrialState.COMPLETE else None,
-        outcome=_outcome(trial),
+        number=number,
+        state=state,
+        params=params,
+        value=value,
+        outcome=_outcome(state, attrs),
         # A running trial has no steps_trained yet: its last report tells how far it is.
-        steps_trained=int(attrs.get("steps_trained", trial.last_step or 0)),
+        steps_trained=int(attrs.get("steps_trained", last_step or 0)),
         grokked=bool(attrs.get("grokked", False)),
         t2=attrs.get("t2"),
         t4=attrs.get("t4"),
@@ -124,15 +155,70 @@ def trial_view(trial: FrozenTrial) -> TrialView:
     )
 
 
-def _outcome(trial: FrozenTrial) -> str:
-    attrs = trial.user_attrs
-    if trial.state is TrialState.RUNNING or trial.state is TrialState.WAITING:
+def _rdb_trial_views(engine: sa.Engine, study_id: int) -> Iterator[TrialView]:
+    """The trials of an RDB study, read column by column from Optuna's tables."""
+    trials = models.TrialModel.__table__
+    ids = sa.select(trials.c.trial_id).where(trials.c.study_id == study_id).scalar_subquery()
+
+    def by_trial(table: sa.Table, *columns: sa.Column) -> dict[int, list[sa.Row]]:
+        rows: dict[int, list[sa.Row]] = defaultdict(list)
+        with engine.connect() as connection:
+            for row in connection.execute(
+                sa.select(table.c.trial_id, *columns).where(table.c.trial_id.in_(ids))
+            ):
+                rows[row.trial_id].append(row)
+        return rows
+
+    params_table = models.TrialParamModel.__table__
+    values_table = models.TrialValueModel.__table__
+    attrs_table = models.TrialUserAttributeModel.__table__
+    steps_table = models.TrialIntermediateValueModel.__table__
+    params = by_trial(
+        params_table, params_table.c.param_name, params_table.c.param_value, params_table.c.distribution_json
+    )
+    values = by_trial(values_table, values_table.c.objective, values_table.c.value, values_table.c.value_type)
+    attrs = by_trial(attrs_table, attrs_table.c.key, attrs_table.c.value_json)
+    with engine.connect() as connection:
+        last_steps = dict(
+            connection.execute(
+                sa.select(steps_table.c.trial_id, sa.func.max(steps_table.c.step))
+                .where(steps_table.c.trial_id.in_(ids))
+                .group_by(steps_table.c.trial_id)
+            ).all()
+        )
+        rows = connection.execute(
+            sa.select(trials.c.trial_id, trials.c.number, trials.c.state)
+            .where(trials.c.study_id == study_id)
+            .order_by(trials.c.number)
+        ).all()
+    for trial_id, number, state in rows:
+        objective = [r for r in values.get(trial_id, []) if r.objective == 0]
+        value = (
+            models.TrialValueModel.stored_repr_to_value(objective[0].value, objective[0].value_type)
+            if objective and state is TrialState.COMPLETE
+            else None
+        )
+        yield _view(
+            number,
+            state,
+            {
+                r.param_name: json_to_distribution(r.distribution_json).to_external_repr(r.param_value)
+                for r in params.get(trial_id, [])
+            },
+            value,
+            {r.key: json.loads(r.value_json) for r in attrs.get(trial_id, [])},
+            last_steps.get(trial_id),
+        )
+
+
+def _outcome(state: TrialState, attrs: dict[str, Any]) -> str:
+    if state is TrialState.RUNNING or state is TrialState.WAITING:
         return "running"
-    if trial.state is TrialState.FAIL:
+    if state is TrialState.FAIL:
         return "failed"
     if attrs.get("stopped") == "diverged" or "diverged_at" in attrs:
         return "diverged"
-    if trial.state is TrialState.PRUNED:
+    if state is TrialState.PRUNED:
         return "pruned"
     return "grokked" if attrs.get("grokked") else "kept, did not grok"
 
