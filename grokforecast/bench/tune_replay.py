@@ -16,28 +16,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Any
 
+from grokforecast.bench.replay import ReplayOutcome, summarize_counts
 from grokforecast.records import RunRecord
 
 #: Reports (results) a trial sends up to its probe step, at least.
 REPORTS_TO_PROBE = 8
-
-
-@dataclass(frozen=True)
-class StopperOutcome:
-    name: str
-    trials: int
-    grokking: int
-    found: int
-    steps: int
-    steps_unstopped: int
-    steps_oracle: int
-
-    @property
-    def recall(self) -> float:
-        return self.found / self.grokking if self.grokking else 1.0
 
 
 def replay_trial(config: dict[str, Any], records: list[RunRecord], report_every: int) -> None:
@@ -63,8 +48,13 @@ def replay_trial(config: dict[str, Any], records: list[RunRecord], report_every:
         reported = step
 
 
-def compare_on_tune(records: list[RunRecord], probe_fraction: float = 0.1) -> list[StopperOutcome]:
-    """Replay ``records`` (one budget) under ASHA and under the forecast scheduler."""
+def compare_on_tune(
+    records: list[RunRecord],
+    probe_fraction: float = 0.1,
+    include: tuple[str, ...] = ("forecast", "asha"),
+    corpus: str = "",
+) -> list[ReplayOutcome]:
+    """Replay ``records`` (one budget) under the forecast scheduler and ASHA (``include``)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -79,10 +69,23 @@ def compare_on_tune(records: list[RunRecord], probe_fraction: float = 0.1) -> li
     report_every = eval_every * max(1, round(probe_fraction * full) // (REPORTS_TO_PROBE * eval_every))
     probe = max(1, round(probe_fraction * full / report_every)) * report_every
     schedulers = {
-        "GrokForecastScheduler": GrokForecastScheduler(probe_step=probe),
-        f"ASHA (val_acc, grace {probe}, rf 3)": ASHAScheduler(
-            time_attr="step", metric="val_acc", mode="max", max_t=full, grace_period=probe, reduction_factor=3
-        ),
+        name: scheduler
+        for key, name, scheduler in (
+            ("forecast", "GrokForecastScheduler", GrokForecastScheduler(probe_step=probe)),
+            (
+                "asha",
+                f"Ray Tune ASHA (val_acc, grace {probe}, rf 3)",
+                ASHAScheduler(
+                    time_attr="step",
+                    metric="val_acc",
+                    mode="max",
+                    max_t=full,
+                    grace_period=probe,
+                    reduction_factor=3,
+                ),
+            ),
+        )
+        if key in include
     }
     points = [
         {"record": i, **{k: r.config[k] for k in ("lr", "weight_decay", "data_fraction")}}
@@ -108,20 +111,6 @@ def compare_on_tune(records: list[RunRecord], probe_fraction: float = 0.1) -> li
                 run_config=tune.RunConfig(verbose=0, storage_path=storage),
             )
             last_step = {r.config["record"]: int(r.metrics["step"]) for r in tuner.fit()}
-        outcomes.append(_outcome(name, records, last_step, probe))
+        steps = [last_step[i] for i in range(len(records))]
+        outcomes.append(summarize_counts(records, steps, name, corpus, order=0, probe=probe))
     return outcomes
-
-
-def _outcome(name: str, records: list[RunRecord], last_step: dict[int, int], probe: int) -> StopperOutcome:
-    full = int(records[0].config["steps"])
-    grokking = [i for i, r in enumerate(records) if r.grokked]
-    found = sum(1 for i in grokking if last_step[i] >= records[i].times.t4)
-    return StopperOutcome(
-        name=name,
-        trials=len(records),
-        grokking=len(grokking),
-        found=found,
-        steps=sum(last_step.values()),
-        steps_unstopped=full * len(records),
-        steps_oracle=probe * len(records) + (full - probe) * len(grokking),
-    )

@@ -163,13 +163,13 @@ def tune_schedulers(corpora: tuple[str, ...], probe_fraction: float) -> None:
     from grokforecast.bench.tune_replay import compare_on_tune
     from grokforecast.corpus import load_corpus
 
-    header = f"{'corpus':20} {'stopper':34} {'found':>8} {'recall':>7} {'steps':>9}"
+    header = f"{'corpus':20} {'stopper':40} {'found':>8} {'recall':>7} {'steps':>9}"
     click.echo(f"{header} {'x unstopped':>11} {'x oracle':>9}")
     for corpus in corpora:
         for o in compare_on_tune(load_corpus(corpus), probe_fraction):
             click.echo(
-                f"{corpus:20} {o.name:34} {o.found:>3}/{o.grokking:<4} {o.recall:7.2f} {o.steps:9,d} "
-                f"{o.steps / o.steps_unstopped:11.2f} {o.steps / o.steps_oracle:9.2f}"
+                f"{corpus:20} {o.stopper:40} {o.found:>3}/{o.grokking:<4} {o.recall:7.2f} {o.steps:9,d} "
+                f"{o.steps / o.steps_unpruned:11.2f} {o.steps / o.steps_oracle:9.2f}"
             )
 
 
@@ -209,3 +209,58 @@ def dashboard_load(n_trials: int, steps: int, repeats: int, storage: str | None)
         f"{statistics.median(through_optuna):.3f} s through Optuna's get_trials (baseline)"
     )
 
+
+@bench.command("replay")
+@click.option(
+    "--corpus",
+    "corpora",
+    multiple=True,
+    metavar="NAME_OR_DIR",
+    help="Corpus to replay (repeatable) [default: every shipped corpus].",
+)
+@click.option("--probe-fraction", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True)
+@click.option(
+    "--orders", type=click.IntRange(min=1), default=3, show_default=True, help="Trial orders per corpus."
+)
+@click.option("--ray/--no-ray", "with_ray", default=False, show_default=True, help="Add Ray Tune's ASHA.")
+@click.option(
+    "--figure",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the recall-against-compute figure to this HTML file.",
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table here.")
+def replay(
+    corpora: tuple[str, ...],
+    probe_fraction: float,
+    orders: int,
+    with_ray: bool,
+    figure: Path | None,
+    output: Path | None,
+) -> None:
+    """Replay recorded runs through HjorthPruner, Optuna's pruners and an oracle; print the table."""
+    import logging
+    import warnings
+
+    import optuna
+
+    from grokforecast.bench.replay import compare
+    from grokforecast.bench.replay_report import markdown_table, write_figure
+    from grokforecast.corpus import load_corpus, shipped_corpus_names
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("grokforecast").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # PatientPruner
+    names = corpora or tuple(shipped_corpus_names())
+    outcomes = compare({name: load_corpus(name) for name in names}, probe_fraction, orders)
+    if with_ray:
+        from grokforecast.bench.tune_replay import compare_on_tune
+
+        for name in names:
+            outcomes += compare_on_tune(load_corpus(name), probe_fraction, include=("asha",), corpus=name)
+    table = markdown_table(outcomes)
+    click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores; {orders} trial orders per corpus")
+    click.echo(table)
+    if output is not None:
+        output.write_text(table + "\n")
+    if figure is not None:
+        click.echo(f"figure -> {write_figure(outcomes, figure)}")
