@@ -15,7 +15,10 @@ if TYPE_CHECKING:
 
 study_argument = click.argument("study")
 storage_option = click.option(
-    "--storage", metavar="URL", help="Study database URL [default: the study file's, if STUDY is one]."
+    "--storage",
+    metavar="URL",
+    envvar="GROKFORECAST_STORAGE",
+    help="Study database URL [default: GROKFORECAST_STORAGE, else the study file's, if STUDY is one].",
 )
 
 

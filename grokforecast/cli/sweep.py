@@ -17,7 +17,8 @@ study_file = click.argument("study_file", type=click.Path(dir_okay=False, path_t
 storage_option = click.option(
     "--storage",
     metavar="URL",
-    help="Study database URL [default: the study file's, else sqlite:///runs/NAME.db].",
+    envvar="GROKFORECAST_STORAGE",
+    help="Study database URL [default: GROKFORECAST_STORAGE, else the study file's, else sqlite:///runs/NAME.db].",
 )
 n_trials_option = click.option(
     "--n-trials", type=click.IntRange(min=1), help="Finished trials to reach [default: the study file's]."

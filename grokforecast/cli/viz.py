@@ -44,7 +44,9 @@ def report(study: str, storage: str | None, out_path: Path | None, to_optuna_das
 
 
 @click.command()
-@click.option("--storage", metavar="URL", required=True, help="Study database URL.")
+@click.option(
+    "--storage", metavar="URL", envvar="GROKFORECAST_STORAGE", required=True, help="Study database URL."
+)
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind (others can reach it)."
 )
