@@ -204,3 +204,28 @@ def test_an_interrupted_ray_sweep_is_restored_and_every_trial_settled(in_tmp: Pa
     trials = _check_states_and_curves(plan)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert any(t.user_attrs.get("resumed_from", {}).get("step", 0) >= 200 for t in trials)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"), [("keep_top = 0.5", "pruner.keep_top"), ('kind = "median"', "pruner.kind")]
+)
+def test_pruner_settings_only_the_optuna_backend_has_are_refused_in_one_line(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    text = study_text("refused").replace("[pruner]\n", f"[pruner]\n{setting}\n")
+    path = write_study(tmp_path, text)
+    shown = subprocess.run(
+        [
+            *GROKFORECAST,
+            "sweep",
+            str(path),
+            "--backend",
+            "ray",
+            "--storage",
+            f"sqlite:///{tmp_path / 's.db'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode != 0 and shown.stderr.count("\n") == 1, shown.stderr
+    assert message in shown.stderr and "--backend optuna" in shown.stderr

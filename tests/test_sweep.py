@@ -334,3 +334,32 @@ def test_status_studies_export_and_optuna_dashboard_read_the_study(in_tmp: Path)
     response: dict = {}
     body = b"".join(app(environ, lambda status, headers, exc_info=None: response.update(status=status)))
     assert response["status"].startswith("200") and plan.spec.name.encode() in body
+
+
+def test_a_study_can_prune_with_optunas_median_pruner_on_validation_accuracy(in_tmp: Path) -> None:
+    """``kind = "median"``: every evaluation is reported, and pruning may come at any chunk."""
+    from grokforecast.bench.live_pruners import with_pruner
+
+    text = with_pruner(
+        study_text("median", n_trials=4, threshold=0.5, full_steps=400),
+        {"kind": '"median"', "n_startup_trials": "1"},
+    ).replace("high = 1e-2", "high = 5e-2")
+    plan = SweepPlan.load(write_study(in_tmp, text), f"sqlite:///{in_tmp / 'median.db'}")
+    study = create_study(plan)
+    study.enqueue_trial({"lr": 3e-2, "weight_decay": 1.0, "data_fraction": 0.8})  # groks near step 280
+    for _ in range(3):
+        study.enqueue_trial({"lr": 1e-3, "weight_decay": 0.1, "data_fraction": 0.3})  # learns little
+    run_worker(str(plan.spec_path), plan.storage_url)
+
+    trials = optuna.load_study(study_name="median", storage=plan.storage_url).trials
+    assert trials[0].state is TrialState.COMPLETE and trials[0].user_attrs["grokked"]
+    pruned = [t for t in trials if t.state is TrialState.PRUNED]
+    assert pruned, "the trials that learn little fall below the grokking trial's median"
+    for trial in trials:
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(0, steps[-1] + 1, 10))  # every evaluation, not the training loss
+        assert all(0.0 <= v <= 1.0 for v in trial.intermediate_values.values())
+        assert "grokforecast:probe" not in trial.system_attrs  # no forecast was made
+    for trial in pruned:
+        assert trial.user_attrs["steps_trained"] >= 40
+        assert trial.user_attrs[DECISION_ATTR]["reason"].startswith("MedianPruner: val acc below")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import torch
 
 from grokforecast.cli.options import train_config_from_cli, train_config_options
+
+if TYPE_CHECKING:
+    from grokforecast.bench.backends import BackendRun
 
 
 @click.group()
@@ -143,16 +147,37 @@ def backends(study_file: Path) -> None:
         with tempfile.TemporaryDirectory(prefix=f"grokforecast-bench-{backend}-") as workdir:
             runs.append(run_backend(study_file, Path(workdir), backend))
     click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    _runs_table(runs, "backend")
+    click.echo(f"Ray local runtime start-up: {startup:.1f} s (part of the Ray wall time)")
+
+
+@bench.command("pruners")
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def pruners(study_file: Path) -> None:
+    """The study trained live with the HjorthPruner, Optuna's MedianPruner and no pruning."""
+    import tempfile
+
+    from grokforecast.bench.live_pruners import PRUNERS, run_pruner
+
+    runs = []
+    for name in PRUNERS:
+        with tempfile.TemporaryDirectory(prefix="grokforecast-bench-pruners-") as workdir:
+            runs.append(run_pruner(study_file, Path(workdir), name))
+    click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    _runs_table(runs, "pruner")
+
+
+def _runs_table(runs: list[BackendRun], label: str) -> None:
+    """Wall time, trials and compute of whole sweeps, one line each."""
     click.echo(
-        f"{'backend':8} {'wall':>8} {'finished':>9} {'pruned':>7} {'grokked':>8} {'steps':>8} {'best':>7}"
+        f"{label:13} {'wall':>8} {'finished':>9} {'pruned':>7} {'grokked':>8} {'steps':>8} {'best':>7}"
     )
     for run in runs:
         best = "-" if run.best_value is None else f"{run.best_value:.4f}"
         click.echo(
-            f"{run.backend:8} {run.seconds:7.1f}s {run.finished:9d} {run.pruned:7d} {run.grokked:8d} "
+            f"{run.backend:13} {run.seconds:7.1f}s {run.finished:9d} {run.pruned:7d} {run.grokked:8d} "
             f"{run.steps:8,d} {best:>7}"
         )
-    click.echo(f"Ray local runtime start-up: {startup:.1f} s (part of the Ray wall time)")
 
 
 @bench.command("tune-schedulers")

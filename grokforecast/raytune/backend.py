@@ -27,7 +27,7 @@ from grokforecast.errors import GrokforecastError
 from grokforecast.raytune.scheduler import GrokForecastScheduler
 from grokforecast.raytune.searcher import StudySearcher, settle
 from grokforecast.raytune.trainable import TRIAL_NUMBER, train_trial
-from grokforecast.sweep.driver import SweepPlan, create_study, finished_trials
+from grokforecast.sweep.driver import SweepPlan, check_ray_backend, create_study, finished_trials
 from grokforecast.sweep.storage import absolute_url
 
 logger = logging.getLogger(__name__)
@@ -81,11 +81,7 @@ def run_ray_sweep(plan: SweepPlan, address: str | None = None, resume: bool = Fa
     (running and errored trials continue from their checkpoints), then new trials are
     added until the study holds its target.
     """
-    if plan.spec.pruner.keep_top is not None:
-        raise GrokforecastError(
-            f"{plan.spec_path}: pruner.keep_top ranks trials through the Optuna study and is not "
-            "available on the Ray backend; use pruner.threshold or --backend optuna"
-        )
+    check_ray_backend(plan)
     connect(address)
     plan = dataclasses.replace(plan, storage_url=absolute_url(plan.storage_url))
     study = create_study(plan)

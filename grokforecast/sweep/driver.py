@@ -77,10 +77,15 @@ def make_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.Base
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The HjorthPruner of the study file (or none), deciding on the probe's last step."""
+    """The study file's pruner: the HjorthPruner deciding on the probe's last step (or
+    Optuna's MedianPruner on validation accuracy, or none)."""
     settings = spec.pruner
     if not settings.enabled:
         return optuna.pruners.NopPruner()
+    if settings.kind == "median":  # the trial then reports validation accuracy (TrialRun)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=settings.n_startup_trials, n_warmup_steps=spec.budget.probe_steps
+        )
     return HjorthPruner(
         # After probe_steps updates the last training loss recorded is that of step
         # probe_steps - 1 (papers' convention: loss at step s is measured before update s+1).
@@ -93,6 +98,21 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         min_calibration_trials=settings.min_calibration_trials,
         seed=settings.seed,
     )
+
+
+def check_ray_backend(plan: SweepPlan) -> None:
+    """Refuse, before anything is stored, the pruner settings only the Optuna backend has."""
+    pruner = plan.spec.pruner
+    if pruner.enabled and pruner.kind != "hjorth":
+        raise GrokforecastError(
+            f"{plan.spec_path}: pruner.kind = {pruner.kind!r} runs on the Optuna backend only; "
+            "remove it or use --backend optuna"
+        )
+    if pruner.keep_top is not None:
+        raise GrokforecastError(
+            f"{plan.spec_path}: pruner.keep_top ranks trials through the Optuna study and is not "
+            "available on the Ray backend; use pruner.threshold or --backend optuna"
+        )
 
 
 def create_study(plan: SweepPlan) -> optuna.Study:

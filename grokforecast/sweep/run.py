@@ -21,6 +21,7 @@ from tqdm import tqdm
 from grokforecast.errors import GrokforecastError
 from grokforecast.sweep.driver import (
     SweepPlan,
+    check_ray_backend,
     create_study,
     quiet_interrupted_trials,
     retry_interrupted,
@@ -49,6 +50,8 @@ def run_sweep(
     ``backend="ray"`` hands the trials to Ray Tune (:mod:`grokforecast.raytune.backend`);
     the study database records them the same way.
     """
+    if backend == "ray":
+        check_ray_backend(plan)
     study = create_study(plan)
     bar = tqdm(total=plan.spec.n_trials, unit="trial", disable=not progress, dynamic_ncols=True)
     try:

@@ -27,6 +27,7 @@ A study file is TOML, validated by pydantic; any mistake (an unknown key, a wron
     hold_steps = 200              # a trial that held the grok threshold this long ends early
 
     [pruner]                      # HjorthPruner settings; enabled = false runs every trial
+    kind = "hjorth"               # or "median": Optuna's MedianPruner on val acc (for comparison)
     threshold = 0.5
 """
 
@@ -116,6 +117,10 @@ class BudgetSpec(_Strict):
 
 class PrunerSpec(_Strict):
     enabled: bool = True
+    #: "hjorth": forecast at the probe (grokforecast's pruner); "median": Optuna's
+    #: MedianPruner on the validation accuracy after the probe, for comparison.
+    kind: Literal["hjorth", "median"] = "hjorth"
+    n_startup_trials: Annotated[int, Field(ge=0)] = 5
     threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
     keep_top: Annotated[float, Field(gt=0, le=1)] | None = None
     n_min_probed: Annotated[int, Field(ge=1)] = 5

@@ -137,6 +137,9 @@ class TrialRun:
         # Train in chunks of about 100 steps, aligned with evaluations: between chunks the
         # driver reports, checks the hold rule and checkpoints.
         self.chunk = eval_every * max(1, round(100 / eval_every))
+        # The HjorthPruner decides once, at the probe, from the training loss (and the rest
+        # of the curves in memory); a MedianPruner judges validation accuracy at every chunk.
+        self.prunes_on_val_acc = spec.pruner.enabled and spec.pruner.kind == "median"
 
     def checkpoint_path(self, trial_number: int) -> Path:
         return self.checkpoint_dir / f"trial-{trial_number}.pt"
@@ -148,14 +151,14 @@ class TrialRun:
         source = TrainerHistory(trainer)  # kept alive for the pruner while the trial runs
         register_history_source(trial, source)
         flusher = CurveFlusher(self.engine, trial.study.study_name, trial.number)
-        reported = _Reporter(trial, budget.report_every)
+        reported = _ValAccReporter(trial) if self.prunes_on_val_acc else _Reporter(trial, budget.report_every)
 
         if trainer.step < budget.probe_steps:
             if trainer.run(until=budget.probe_steps) is RunStatus.DIVERGED:
                 return self._diverged(trial, trainer, flusher)
             reported.catch_up(trainer, last=True)
             if trial.should_prune():
-                return self._stop(trial, trainer, flusher, "pruned")
+                return self._pruned(trial, trainer, flusher)
             self._checkpoint(trial, trainer, flusher)
         else:
             reported.catch_up(trainer)
@@ -166,6 +169,8 @@ class TrialRun:
             if status is RunStatus.DIVERGED:
                 return self._diverged(trial, trainer, flusher)
             reported.catch_up(trainer)
+            if self.prunes_on_val_acc and trainer.step < config.steps and trial.should_prune():
+                return self._pruned(trial, trainer, flusher)
             since = held_threshold_since(trainer)
             if (
                 since is not None
@@ -222,6 +227,19 @@ class TrialRun:
         self._record(trial, trainer, flusher, stopped)
         raise optuna.TrialPruned(f"trial {trial.number} {stopped} at step {trainer.step}")
 
+    def _pruned(self, trial: optuna.Trial, trainer: Trainer, flusher: CurveFlusher) -> float:
+        if self.prunes_on_val_acc:  # the HjorthPruner records its own reason
+            step = trainer.step
+            trial.set_user_attr(
+                DECISION_ATTR,
+                {
+                    "decision": "prune",
+                    "step": step,
+                    "reason": f"MedianPruner: val acc below the earlier trials' median at step {step}",
+                },
+            )
+        return self._stop(trial, trainer, flusher, "pruned")
+
     def _diverged(self, trial: optuna.Trial, trainer: Trainer, flusher: CurveFlusher) -> float:
         step = trainer.diverged_at
         trial.set_user_attr("diverged_at", step)
@@ -253,6 +271,23 @@ class _Reporter:
             if step % self.every == 0 or (last and step == len(losses) - 1):
                 self.trial.report(float(losses[step]), step)
         self.next_step = len(losses)
+
+
+class _ValAccReporter:
+    """Reports every validation accuracy to Optuna, each evaluation once (for Optuna's pruners)."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.reported = 0
+
+    def catch_up(self, trainer: Trainer, last: bool = False) -> None:
+        """Report the evaluations since the last call (``last`` changes nothing: all are)."""
+        curves = trainer.curves
+        for step, value in zip(
+            curves.eval_steps[self.reported :], curves.val_acc[self.reported :], strict=True
+        ):
+            self.trial.report(float(value), int(step))
+        self.reported = len(curves.eval_steps)
 
 
 def _next_multiple(step: int, every: int) -> int:
