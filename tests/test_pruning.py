@@ -83,7 +83,7 @@ def test_forecast_negative_trials_are_pruned_at_the_probe_step_and_never_before(
     outcomes = set()
     for trial in study.trials:
         record = records[trial.number]
-        expected = forecaster.predict_proba(probe_history(record, PROBE_FRACTION)) < 0.5
+        expected = forecaster.predict_proba(probe_history(record, PROBE_FRACTION)) < pruner.threshold
         decision = trial.user_attrs[DECISION_ATTR]
         assert decision["step"] == probe and decision["probability"] == pytest.approx(
             forecaster.predict_proba(probe_history(record, PROBE_FRACTION))

@@ -75,7 +75,9 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
         decision = scheduler.decision(f"t{i}")
         assert decision is not None and decision.step == probe
         assert decision.probability == pytest.approx(expected, abs=1e-9)
-        assert answers[-1] == (TrialScheduler.STOP if expected < 0.5 else TrialScheduler.CONTINUE)
+        assert answers[-1] == (
+            TrialScheduler.STOP if expected < scheduler.threshold else TrialScheduler.CONTINUE
+        )
 
     # Saved and restored (as a restored Tune experiment does), the decisions stand.
     scheduler.save(str(tmp_path / "scheduler.pkl"))
@@ -83,7 +85,7 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
     restored.restore(str(tmp_path / "scheduler.pkl"))
     for i, record in enumerate(records[:12]):
         later = _feed(restored, f"t{i}", record, upto=probe + 100)[-1]
-        kept = scheduler.decision(f"t{i}").probability >= 0.5
+        kept = scheduler.decision(f"t{i}").probability >= scheduler.threshold
         assert later == (TrialScheduler.CONTINUE if kept else TrialScheduler.STOP)
 
 

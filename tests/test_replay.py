@@ -98,7 +98,7 @@ def test_every_stopper_replays_the_same_trials_and_the_table_shows_the_spread(
     calibration = [r for name in ("mlp_add59", "digits_omnigrok") for r in load_corpus(name)]
     outcomes = compare({CORPUS: records}, orders=2, calibration=calibration)
     stoppers = list(dict.fromkeys(o.stopper for o in outcomes))
-    assert len(stoppers) == 11 and len(outcomes) == 22
+    assert len(stoppers) == 12 and len(outcomes) == 24
     assert any(name.startswith("HjorthPruner (held-out") for name in stoppers)
     for outcome in outcomes:
         assert outcome.trials == 8 and outcome.grokking == 4
@@ -106,7 +106,7 @@ def test_every_stopper_replays_the_same_trials_and_the_table_shows_the_spread(
         assert 8 * 60 <= outcome.steps <= outcome.steps_unpruned  # every stopper waits for the probe
         assert outcome.best_value is None or 0.0 <= outcome.best_value <= 1.0  # a validation accuracy
     table = markdown_table(outcomes)
-    assert table.count(f"| {CORPUS} |") == 11
+    assert table.count(f"| {CORPUS} |") == 12
     figure = write_figure(outcomes, tmp_path / "replay.html")
     assert "plotly" in figure.read_text() and figure.stat().st_size > 1_000_000  # plotly.js inlined
 
@@ -129,7 +129,7 @@ def test_bench_replay_prints_the_table(tmp_path: Path) -> None:
         check=True,
     )
     rows = [line for line in shown.stdout.splitlines() if line.startswith(f"| {CORPUS} |")]
-    assert len(rows) == 11 and (tmp_path / "f.html").exists()
+    assert len(rows) == 12 and (tmp_path / "f.html").exists()
     oracle = next(row for row in rows if "oracle" in row).split(" | ")
     assert oracle[2:4] == ["1.00", "1.00"] and oracle[5] == "1.00"  # recall, stopped, x oracle
 

@@ -258,6 +258,12 @@ def stoppers(
         Stopper("oracle (knows the outcome)", lambda: OraclePruner(records, probe), "val_acc"),
         Stopper("HjorthPruner (shipped calibration)", lambda: HjorthPruner(probe), "train_loss", dense=True),
         Stopper(
+            "HjorthPruner (shipped calibration, threshold 0.5)",
+            lambda: HjorthPruner(probe, threshold=0.5),
+            "train_loss",
+            dense=True,
+        ),
+        Stopper(
             "HjorthPruner (held-out workload)",
             lambda: HjorthPruner(probe, forecaster=held_out),
             "train_loss",

@@ -74,7 +74,8 @@ class GrokForecastScheduler(FIFOScheduler):
             The decision is made at the first result whose ``time_attr`` is at or after
             this value; before it the scheduler never stops a trial.
         threshold:
-            Stop when the forecast probability of grokking is below this value.
+            Stop when the forecast probability of grokking is below this value (the
+            HjorthPruner's default; see its ``threshold``).
         time_attr:
             The result key counting training progress (optimizer steps for grokforecast's
             trainable; ``"training_iteration"`` works for any trainable).
@@ -89,7 +90,7 @@ class GrokForecastScheduler(FIFOScheduler):
     def __init__(
         self,
         probe_step: int,
-        threshold: float = 0.5,
+        threshold: float = 0.2,
         time_attr: str = "step",
         series: str = "train_loss",
         forecaster: GrokForecaster | None = None,

@@ -28,7 +28,7 @@ A study file is TOML, validated by pydantic; any mistake (an unknown key, a wron
 
     [pruner]                      # HjorthPruner settings; enabled = false runs every trial
     kind = "hjorth"               # or "median": Optuna's MedianPruner on val acc (for comparison)
-    threshold = 0.5
+    threshold = 0.2
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class PrunerSpec(_Strict):
     #: MedianPruner on the validation accuracy after the probe, for comparison.
     kind: Literal["hjorth", "median"] = "hjorth"
     n_startup_trials: Annotated[int, Field(ge=0)] = 5
-    threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    threshold: Annotated[float, Field(ge=0, le=1)] = 0.2
     keep_top: Annotated[float, Field(gt=0, le=1)] | None = None
     n_min_probed: Annotated[int, Field(ge=1)] = 5
     exploration: Annotated[float, Field(ge=0, le=1)] = 0.05
