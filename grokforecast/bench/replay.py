@@ -114,7 +114,9 @@ def oracle_steps(records: Sequence[RunRecord], budget: Budget) -> int:
     return budget.probe * len(records) + (budget.full - budget.probe) * sum(r.grokked for r in records)
 
 
-def replay_objective(records: Sequence[RunRecord], stopper: Stopper, budget: Budget):
+def replay_objective(
+    records: Sequence[RunRecord], stopper: Stopper, budget: Budget
+) -> Callable[[optuna.Trial], float]:
     """An Optuna objective that replays ``records[trial's "record" parameter]``.
 
     Returns the run's final validation accuracy; records ``steps_trained`` on the trial.
@@ -136,12 +138,12 @@ def replay_objective(records: Sequence[RunRecord], stopper: Stopper, budget: Bud
                 monitor.log(step, train_loss=curves.train_loss[step], train_acc=curves.train_acc[step])
             index = evaluations.get(step)
             if index is not None:
-                metrics = {
-                    "val_loss": curves.val_loss[index],
-                    "val_acc": curves.val_acc[index],
-                    "weight_norm": curves.weight_norm[index],
-                }
-                monitor.log(step, **metrics)
+                monitor.log(
+                    step,
+                    val_loss=curves.val_loss[index],
+                    val_acc=curves.val_acc[index],
+                    weight_norm=curves.weight_norm[index],
+                )
             if monitor.should_prune():
                 trial.set_user_attr("steps_trained", step)
                 raise optuna.TrialPruned()
