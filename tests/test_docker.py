@@ -92,6 +92,9 @@ def test_the_image_is_slim_pinned_and_runs_as_a_user() -> None:
     assert "apt-get" not in runtime_text and "make" not in runtime_text.replace("mkdir", "")
     users = [line.split()[1] for line in runtime if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
+    # The shared runs volume is writable by that user: its mount point is theirs, made as root.
+    user_line = runtime.index(f"USER {users[-1]}")
+    assert any("chown" in line and "runs" in line for line in runtime[:user_line])
     assert any("make install" in line for line in build)
 
 
