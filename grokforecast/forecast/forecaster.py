@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -54,6 +55,28 @@ def pretrained_inputs_for(history: History, fallback: str) -> str:
     if not all(group in history for group in CURVE_GROUPS):
         return fallback
     return "full+hyperparameters" if "hyperparameters" in history else "full"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One history as the forecaster reads it: see :meth:`GrokForecaster.assess`.
+
+    Example:
+
+        >>> from grokforecast import GrokForecaster
+        >>> from grokforecast.corpus import load_corpus
+        >>> from grokforecast.forecast.fitting import probe_history
+        >>> history = probe_history(load_corpus("quadratic_add97")[0], 0.1)
+        >>> assessment = GrokForecaster.pretrained("full+hyperparameters").assess(history)
+        >>> len(assessment.main_features), "log_activity" in assessment.features
+        (3, True)
+    """
+
+    logit: float
+    #: The features that moved the logit most, with their contributions.
+    main_features: dict[str, float]
+    #: Every feature, by name, before scaling.
+    features: dict[str, float]
 
 
 class GrokForecaster:
@@ -159,14 +182,23 @@ class GrokForecaster:
     def predict_proba_features(self, matrix: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self._logits(matrix)))
 
-    def feature_values(self, history: History) -> dict[str, float]:
-        """Every feature this forecaster reads from ``history``, by name, before scaling."""
-        return dict(zip(self.features, self.feature_matrix([history])[0].tolist(), strict=True))
-
     def explain(self, history: History, top: int = 3) -> dict[str, float]:
         """The ``top`` features that moved the forecast most, with their logit contributions."""
         self._require_fitted()
+        return self._main_features(self.feature_matrix([history]), top)
+
+    def assess(self, history: History, top: int = 3) -> Assessment:
+        """Logit, main features and every feature value of one history, its features
+        extracted once (what a pruner records with its decision)."""
+        self._require_fitted()
         matrix = self.feature_matrix([history])
+        return Assessment(
+            logit=float(self._logits(matrix)[0]),
+            main_features=self._main_features(matrix, top),
+            features=dict(zip(self.features, matrix[0].tolist(), strict=True)),
+        )
+
+    def _main_features(self, matrix: np.ndarray, top: int) -> dict[str, float]:
         contributions = self._standardize(matrix)[0] * self._weights
         order = np.argsort(-np.abs(contributions))[:top]
         return {self.features[i]: round(float(contributions[i]), 4) for i in order}

@@ -175,12 +175,13 @@ class HjorthPruner(BasePruner):
         history = self._history(study, trial, step)
         key, forecaster = self._forecaster_for(history)
         try:
-            logit = forecaster.predict_logit(history)
+            assessment = forecaster.assess(history)
         except ValueError as error:
             raise ValueError(
                 f"HjorthPruner cannot forecast trial {trial.number} at step {step}: {error}; "
                 f"report more often or raise probe_step"
             ) from None
+        logit = assessment.logit
         calibration = self._calibration(study, key)
         probability = calibration.probability(logit)
         prune, rule = self._rule(study, trial, probability)
@@ -197,9 +198,9 @@ class HjorthPruner(BasePruner):
             step,
             probability,
             rule,
-            forecaster.explain(history),
+            assessment.main_features,
             calibration.trials,
-            forecaster.feature_values(history),
+            assessment.features,
         )
 
     def _history(self, study: optuna.Study, trial: FrozenTrial, step: int) -> dict[str, np.ndarray]:

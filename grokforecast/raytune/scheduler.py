@@ -108,6 +108,8 @@ class GrokForecastScheduler(FIFOScheduler):
         self.series = series
         self._custom_forecaster = forecaster
         self._pretrained: dict[str, GrokForecaster] = {}
+        # Kept through a trial's error (FIFOScheduler's on_trial_error does nothing): a retry
+        # from a checkpoint re-reports only the steps after it.
         self._curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
         self._decisions: dict[str, DecisionRecord] = {}
         self._probes: dict[str, dict[str, Any]] = {}
@@ -122,11 +124,6 @@ class GrokForecastScheduler(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         self._curves.pop(trial.trial_id, None)
-
-    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
-        # Kept: a retry from a checkpoint re-reports only the steps after it (and a
-        # re-reported step replaces the earlier value).
-        pass
 
     def debug_string(self) -> str:
         stopped = sum(r.decision is Decision.PRUNE for r in self._decisions.values())
@@ -175,7 +172,7 @@ class GrokForecastScheduler(FIFOScheduler):
             return DecisionRecord(Decision.PRUNE, step, 0.0, f"non-finite {diverged[0]}", {}, 0)
         key, forecaster = self._forecaster_for(history)
         try:
-            logit = forecaster.predict_logit(history)
+            assessment = forecaster.assess(history)
         except ValueError as error:
             # Stopping a trial on missing evidence would be worse than letting it run.
             logger.warning(
@@ -186,6 +183,7 @@ class GrokForecastScheduler(FIFOScheduler):
                 error,
             )
             return DecisionRecord(Decision.KEEP, step, float("nan"), f"no forecast ({error})", {}, 0)
+        logit = assessment.logit
         probability = float(1.0 / (1.0 + np.exp(-logit)))
         decision = Decision.PRUNE if probability < self.threshold else Decision.KEEP
         self._probes[trial_id] = {
@@ -195,8 +193,9 @@ class GrokForecastScheduler(FIFOScheduler):
             "forecaster": key,
         }
         rule = f"threshold {self.threshold:g}"
-        explained, features = forecaster.explain(history), forecaster.feature_values(history)
-        return DecisionRecord(decision, step, probability, rule, explained, 0, features)
+        return DecisionRecord(
+            decision, step, probability, rule, assessment.main_features, 0, assessment.features
+        )
 
     def _history(self, trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
         history: dict[str, Any] = {}

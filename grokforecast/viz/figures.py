@@ -214,7 +214,7 @@ def curves(
     )
     palette = ["#1f77b4", "#d62728", "#9467bd", "#17becf", "#bcbd22", "#e377c2"]
     marks: dict[int, list[str]] = {}
-    for (label, trial), color in zip(trials.items(), palette * len(trials), strict=False):
+    for (label, trial), color in zip(trials.items(), itertools.cycle(palette)):
         name = f"{label}: trial {trial.number} ({trial.outcome})"
         series = curve_data.get(trial.number, {})
         for row, key, dash in (

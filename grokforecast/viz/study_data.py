@@ -14,6 +14,7 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -156,34 +157,34 @@ def _view(
 
 
 def _rdb_trial_views(engine: sa.Engine, study_id: int) -> Iterator[TrialView]:
-    """The trials of an RDB study, read column by column from Optuna's tables."""
+    """The trials of an RDB study, read column by column from Optuna's tables (one
+    connection, so a sweep writing meanwhile shows either before or after a change)."""
     trials = models.TrialModel.__table__
+    params = models.TrialParamModel.__table__
+    values = models.TrialValueModel.__table__
+    attrs = models.TrialUserAttributeModel.__table__
+    reports = models.TrialIntermediateValueModel.__table__
     ids = sa.select(trials.c.trial_id).where(trials.c.study_id == study_id).scalar_subquery()
 
-    def by_trial(table: sa.Table, *columns: sa.Column) -> dict[int, list[sa.Row]]:
-        rows: dict[int, list[sa.Row]] = defaultdict(list)
-        with engine.connect() as connection:
-            for row in connection.execute(
-                sa.select(table.c.trial_id, *columns).where(table.c.trial_id.in_(ids))
-            ):
-                rows[row.trial_id].append(row)
-        return rows
-
-    params_table = models.TrialParamModel.__table__
-    values_table = models.TrialValueModel.__table__
-    attrs_table = models.TrialUserAttributeModel.__table__
-    steps_table = models.TrialIntermediateValueModel.__table__
-    params = by_trial(
-        params_table, params_table.c.param_name, params_table.c.param_value, params_table.c.distribution_json
-    )
-    values = by_trial(values_table, values_table.c.objective, values_table.c.value, values_table.c.value_type)
-    attrs = by_trial(attrs_table, attrs_table.c.key, attrs_table.c.value_json)
     with engine.connect() as connection:
+
+        def by_trial(
+            table: sa.Table, *columns: sa.Column, where: sa.ColumnElement[bool] | None = None
+        ) -> dict[int, list[sa.Row]]:
+            query = sa.select(table.c.trial_id, *columns).where(table.c.trial_id.in_(ids))
+            rows: dict[int, list[sa.Row]] = defaultdict(list)
+            for row in connection.execute(query if where is None else query.where(where)):
+                rows[row.trial_id].append(row)
+            return rows
+
+        params_of = by_trial(params, params.c.param_name, params.c.param_value, params.c.distribution_json)
+        value_of = by_trial(values, values.c.value, values.c.value_type, where=values.c.objective == 0)
+        attrs_of = by_trial(attrs, attrs.c.key, attrs.c.value_json)
         last_steps = dict(
             connection.execute(
-                sa.select(steps_table.c.trial_id, sa.func.max(steps_table.c.step))
-                .where(steps_table.c.trial_id.in_(ids))
-                .group_by(steps_table.c.trial_id)
+                sa.select(reports.c.trial_id, sa.func.max(reports.c.step))
+                .where(reports.c.trial_id.in_(ids))
+                .group_by(reports.c.trial_id)
             ).all()
         )
         rows = connection.execute(
@@ -192,23 +193,24 @@ def _rdb_trial_views(engine: sa.Engine, study_id: int) -> Iterator[TrialView]:
             .order_by(trials.c.number)
         ).all()
     for trial_id, number, state in rows:
-        objective = [r for r in values.get(trial_id, []) if r.objective == 0]
-        value = (
-            models.TrialValueModel.stored_repr_to_value(objective[0].value, objective[0].value_type)
-            if objective and state is TrialState.COMPLETE
-            else None
-        )
+        objective = value_of.get(trial_id)
         yield _view(
             number,
             state,
             {
-                r.param_name: json_to_distribution(r.distribution_json).to_external_repr(r.param_value)
-                for r in params.get(trial_id, [])
+                r.param_name: _distribution(r.distribution_json).to_external_repr(r.param_value)
+                for r in params_of.get(trial_id, [])
             },
-            value,
-            {r.key: json.loads(r.value_json) for r in attrs.get(trial_id, [])},
+            models.TrialValueModel.stored_repr_to_value(objective[0].value, objective[0].value_type)
+            if objective and state is TrialState.COMPLETE
+            else None,
+            {r.key: json.loads(r.value_json) for r in attrs_of.get(trial_id, [])},
             last_steps.get(trial_id),
         )
+
+
+#: A study's parameters share a few distributions: parse each JSON text once.
+_distribution = cache(json_to_distribution)
 
 
 def _outcome(state: TrialState, attrs: dict[str, Any]) -> str:
