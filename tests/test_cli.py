@@ -76,3 +76,13 @@ def test_corpus_command_builds_and_skips_finished_runs(tmp_path: Path) -> None:
     assert "2 runs already" in again.stdout and "0 to go" in again.stdout
     missing = run("corpus", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "cannot read grid file" in missing.stderr
+
+
+def test_bench_trainer_reports_both_loops_and_the_overhead_with_its_spread() -> None:
+    result = run("bench", "trainer", *TINY, "--timed-steps", "10", "--rounds", "3")
+    assert result.returncode == 0, result.stderr
+    rates = {
+        line.split()[0]: float(line.split()[-2]) for line in result.stdout.splitlines() if "steps/s" in line
+    }
+    assert set(rates) == {"plain", "trainer"} and min(rates.values()) > 0
+    assert "median of 3 rounds; quartiles" in result.stdout

@@ -7,6 +7,7 @@ import torch
 from grokforecast.errors import CheckpointError, ConfigError
 from grokforecast.training import RunStatus, TrainConfig, Trainer, resolve_device
 from grokforecast.training.checkpoint import FORMAT, save_checkpoint
+from grokforecast.training.trainer import correct_count
 
 
 def _assert_same_run(a: Trainer, b: Trainer) -> None:
@@ -129,3 +130,13 @@ def test_device_auto_picks_what_exists() -> None:
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="unknown device 'tpu9'"):
         resolve_device("tpu9")
+
+
+def test_correct_count_agrees_with_argmax_and_counts_ties_as_wrong() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, 97, generator=generator)
+    labels = torch.randint(0, 97, (500,), generator=generator)
+    labels[:100] = logits[:100].argmax(dim=-1)  # some rows right
+    assert correct_count(logits, labels).item() == (logits.argmax(dim=-1) == labels).sum().item() >= 100
+    collapsed = torch.zeros(4, 5)  # every logit equal: argmax would call label 0 right
+    assert correct_count(collapsed, torch.tensor([0, 1, 2, 0])).item() == 0

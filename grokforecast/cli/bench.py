@@ -26,16 +26,16 @@ def bench() -> None:
 @click.option(
     "--timed-steps",
     type=click.IntRange(min=10),
-    default=500,
+    default=100,
     show_default=True,
     help="Steps timed per round for each loop.",
 )
 @click.option(
     "--rounds",
     type=click.IntRange(min=1),
-    default=5,
+    default=20,
     show_default=True,
-    help="Alternating rounds; the median is reported.",
+    help="Alternating rounds; the median of the per-round ratios is the overhead.",
 )
 def trainer_throughput(timed_steps: int, rounds: int, **settings) -> None:
     """Steps per second of the trainer against a plain PyTorch loop of the same model."""
@@ -51,9 +51,13 @@ def trainer_throughput(timed_steps: int, rounds: int, **settings) -> None:
         f"workload {config.workload} {config.workload_options or ''} batch "
         f"{config.batch_size or 'full'}, grokfast {config.grokfast}, eval_every {config.eval_every}"
     )
+    low, high = result.overhead_quartiles
     click.echo(f"plain loop   {result.plain_steps_per_second:8.1f} steps/s")
     click.echo(f"trainer      {result.trainer_steps_per_second:8.1f} steps/s")
-    click.echo(f"overhead     {100 * result.overhead:+8.1f} %")
+    click.echo(
+        f"overhead     {100 * result.overhead:+8.1f} %  "
+        f"(median of {rounds} rounds; quartiles {100 * low:+.1f} % to {100 * high:+.1f} %)"
+    )
 
 
 @bench.command("grokfast")

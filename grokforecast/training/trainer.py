@@ -60,8 +60,17 @@ def loss_of(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Ten
 
 
 def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """How many rows the model gets right, as a device tensor (no host sync)."""
-    return (logits.argmax(dim=-1) == labels).sum()
+    """How many rows the model gets right, as a device tensor (no host sync).
+
+    A row is right when its label's logit is above every other logit. This is
+    ``argmax == label`` except on exact ties, which count as wrong (a collapsed model
+    with equal logits earns nothing), and it is built from ``amax``, which the CPU
+    vectorizes: ``argmax`` over 97 classes costs ~5x more, a few percent of a full-batch
+    step.
+    """
+    label_logits = logits.gather(1, labels[:, None]).squeeze(1)
+    other_logits = logits.scatter(1, labels[:, None], float("-inf"))
+    return (label_logits > other_logits.amax(dim=-1)).sum()
 
 
 def total_weight_norm(model: torch.nn.Module) -> torch.Tensor:
@@ -177,8 +186,10 @@ class Trainer:
         if self.full_batch:
             return self.train_inputs, self.train_targets, self.train_labels
         order = torch.randperm(len(self.train_labels), generator=self.batch_generator)
-        index = order[: self.config.batch_size].to(self.device)
-        return self.train_inputs[index], self.train_targets[index], self.train_labels[index]
+        index = order[: self.config.batch_size].to(self.device, non_blocking=True)
+        labels = self.train_labels[index]
+        targets = labels if self.train_targets is self.train_labels else self.train_targets[index]
+        return self.train_inputs[index], targets, labels
 
     def _record_train(self, losses: list[torch.Tensor], correct: list[torch.Tensor]) -> None:
         # The host transfers of one evaluation interval, batched.
