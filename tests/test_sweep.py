@@ -341,12 +341,13 @@ def test_a_study_can_prune_with_optunas_median_pruner_on_validation_accuracy(in_
     from grokforecast.bench.live_pruners import with_pruner
 
     text = with_pruner(
-        study_text("median", n_trials=4, threshold=0.5, full_steps=400),
+        study_text("median", n_trials=4, threshold=0.5, full_steps=800),
         {"kind": '"median"', "n_startup_trials": "1"},
     ).replace("high = 1e-2", "high = 5e-2")
     plan = SweepPlan.load(write_study(in_tmp, text), f"sqlite:///{in_tmp / 'median.db'}")
     study = create_study(plan)
-    study.enqueue_trial({"lr": 3e-2, "weight_decay": 1.0, "data_fraction": 0.8})  # groks near step 280
+    # Groks at step 280-430, depending on the CPU's floating-point path: 800 leaves room.
+    study.enqueue_trial({"lr": 3e-2, "weight_decay": 1.0, "data_fraction": 0.8})
     for _ in range(3):
         study.enqueue_trial({"lr": 1e-3, "weight_decay": 0.1, "data_fraction": 0.3})  # learns little
     run_worker(str(plan.spec_path), plan.storage_url)
