@@ -119,3 +119,21 @@ def test_the_grok_time_law_on_the_corpus_falls_with_the_data_fraction(quadratic:
 def test_the_grok_time_law_refuses_bad_input(r: list, t: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         fit_grok_time(r, t)
+
+
+def test_held_out_cell_scores_are_the_mean_over_repeated_splits() -> None:
+    from grokforecast.bench.forecast_eval import VARIANTS, evaluate
+
+    records = [*load_corpus("quadratic_add97"), *load_corpus("digits_omnigrok")]
+    repeated = evaluate(records, fractions=(0.1,), repeats=2)
+    singles = [evaluate(records, fractions=(0.1,), seed=seed, repeats=1) for seed in (0, 1)]
+    assert {(s.variant, s.protocol) for s in repeated} == {
+        (v, p) for v in VARIANTS for p in ("cells", "workload")
+    }
+    for index, score in enumerate(repeated):
+        one, other = singles[0][index], singles[1][index]
+        assert (score.variant, score.protocol, score.workload) == (one.variant, one.protocol, one.workload)
+        assert score.auc == pytest.approx((one.auc + other.auc) / 2)
+        assert score.auc_range == (min(one.auc, other.auc), max(one.auc, other.auc))
+        if score.protocol == "workload":  # one split only: every repeat is the same
+            assert one.auc == other.auc

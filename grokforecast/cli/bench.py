@@ -103,16 +103,25 @@ def grokfast_speedup(**settings) -> None:
     help="Probe length as a fraction of the full run (repeatable).",
 )
 @click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Shuffles of the held-out-cell folds; their scores are averaged.",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the markdown table to this file.",
 )
-def forecast(corpora: tuple[str, ...], fractions: tuple[float, ...], output: Path | None) -> None:
+def forecast(
+    corpora: tuple[str, ...], fractions: tuple[float, ...], repeats: int, output: Path | None
+) -> None:
     """ROC AUC, recall at 10 % FPR and calibration of the forecaster on held-out runs."""
     from grokforecast.bench.forecast_eval import evaluate, markdown_table
     from grokforecast.corpus import load_corpus
 
-    table = markdown_table(evaluate(load_corpus(*corpora), fractions))
+    table = markdown_table(evaluate(load_corpus(*corpora), fractions, repeats=repeats))
     click.echo(table)
     if output is not None:
         output.write_text(table + "\n")
