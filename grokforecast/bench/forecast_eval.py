@@ -4,7 +4,7 @@ Two held-out protocols, both out-of-fold:
 
 - ``cells``: grouped k-fold over grid cells (all seeds of one lr / wd / r cell are held
   out together), training on every workload; scored per workload. Which cells share a
-  fold moves one split's AUC by several hundredths on corpora of 36-80 runs, so the
+  fold moves one split's AUC by several hundredths on corpora of 36-60 runs, so the
   split is repeated with different shuffles and the scores averaged, with the range of
   the AUC kept to show that spread.
 - ``workload``: leave one corpus out, train on the others, score the one left out.
