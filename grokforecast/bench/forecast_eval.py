@@ -51,7 +51,7 @@ class Score:
     brier: float
     ece: float
     #: Lowest and highest AUC over the repeated splits (both ``auc`` for one split).
-    auc_range: tuple[float, float] = (float("nan"), float("nan"))
+    auc_range: tuple[float, float]
 
 
 def average(scores: Sequence[Score]) -> Score:
@@ -96,6 +96,7 @@ def _scores(
         for b in range(10)
         if (bins == b).any()
     )
+    auc = float(roc_auc_score(labels, p))
     return Score(
         variant,
         protocol,
@@ -103,10 +104,11 @@ def _scores(
         fraction,
         len(labels),
         int(labels.sum()),
-        float(roc_auc_score(labels, p)),
+        auc,
         float(tpr[fpr <= max_fpr].max()),
         float(brier_score_loss(labels, p)),
         float(ece),
+        (auc, auc),
     )
 
 
