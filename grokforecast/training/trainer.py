@@ -25,6 +25,7 @@ from grokforecast.curves import Curves, GrokTimes, grok_times
 from grokforecast.errors import CheckpointError, ConfigError
 from grokforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from grokforecast.training.config import TrainConfig
+from grokforecast.training.cpu_process import tune_for_cpu_training
 from grokforecast.training.grokfast import make_filter
 from grokforecast.training.workloads import Problem, build_problem
 
@@ -98,9 +99,7 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
-            # Weights that decay towards zero become denormal floats, which are ~100x
-            # slower on x86 CPUs; flushing them to zero changes nothing measurable.
-            torch.set_flush_denormal(True)
+            tune_for_cpu_training()
         torch.manual_seed(config.seed)
         problem = build_problem(config.workload, config.data_fraction, config.seed, config.workload_options)
         self.model = problem.model.to(self.device)
