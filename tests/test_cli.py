@@ -78,11 +78,12 @@ def test_corpus_command_builds_and_skips_finished_runs(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "cannot read grid file" in missing.stderr
 
 
-def test_bench_trainer_reports_both_loops_and_the_overhead_with_its_spread() -> None:
-    result = run("bench", "trainer", *TINY, "--timed-steps", "10", "--rounds", "3")
+def test_bench_trainer_reports_three_loops_and_both_overheads_with_their_intervals() -> None:
+    result = run("bench", "trainer", *TINY, "--timed-steps", "15", "--rounds", "3")
     assert result.returncode == 0, result.stderr
-    rates = {
-        line.split()[0]: float(line.split()[-2]) for line in result.stdout.splitlines() if "steps/s" in line
-    }
-    assert set(rates) == {"plain", "trainer"} and min(rates.values()) > 0
-    assert "median of 3 rounds; quartiles" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines() if "steps/s" in line]
+    rates = {row[0]: float(row[row.index("steps/s") - 1]) for row in rows}
+    assert set(rates) == {"plain", "evaluating", "trainer"} and min(rates.values()) > 0
+    assert all(row[-2:] == ["page", "faults/step"] and float(row[-3]) >= 0 for row in rows)
+    # 15 steps are rounded up to whole evaluation intervals of 10
+    assert result.stdout.count("median of 3 rounds of 20 steps; 95 % interval") == 2

@@ -1,97 +1,182 @@
-"""Trainer throughput against a plain PyTorch loop of the same model.
+"""Trainer throughput against plain PyTorch loops of the same model.
 
-The plain loop is the least a loop can do: (draw a mini-batch,) forward, loss,
-zero_grad, backward, AdamW step, on the same model, data and optimizer settings, with
-no metrics, evaluation or host transfers. The trainer's cost over it is what
-grokforecast's bookkeeping costs.
+Two baselines, because the trainer does two kinds of extra work:
+
+- the *plain loop* is the least a loop can do: learning-rate warm-up, (draw a
+  mini-batch,) forward, loss, zero_grad, backward, (Grokfast filter,) AdamW step, with no
+  metrics and no evaluation: the same updates as the trainer's, bit for bit;
+- the *evaluating loop* is the plain loop plus the evaluations a user asks for, written
+  as anyone would write them (every ``eval_every`` steps: validation loss and accuracy,
+  weight norm and, in mini-batch training, the accuracy on the whole training set, each
+  fetched with ``.item()``).
+
+Trainer over the evaluating loop is what the loop around the model costs (per-step loss
+and accuracy, batched transfers, Python); trainer over the plain loop is everything,
+evaluations included, whose cost grows with the validation set and shrinks with
+``eval_every``.
 
 A shared 2-core machine drifts by 10 % and more within a minute, as much as the cost
-being measured. So both loops live through the whole measurement and take turns in
-short rounds; each round's time ratio compares the two under the same conditions, and
-the median ratio (with its quartiles, to show the noise) is the reported overhead.
+being measured. So the three loops train one model and take turns in short rounds (in
+rotating order); each round compares them under the same conditions, and the median of
+the per-round ratios is the reported overhead, with a bootstrap 95 % interval. A round
+is a whole number of evaluation intervals, so every round of every loop holds the same
+evaluations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
+import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from grokforecast.training import TrainConfig, Trainer, resolve_device
+from grokforecast.training.trainer import warmup_lr
+
+Loop = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """The median of per-round time ratios minus one, with a bootstrap 95 % interval."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, slower: Sequence[float], faster: Sequence[float], resamples: int = 2000) -> Overhead:
+        ratios = [s / f - 1.0 for s, f in zip(slower, faster, strict=True)]
+        rng = random.Random(0)
+        medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+        return cls(
+            statistics.median(ratios), medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+        )
 
 
 @dataclass(frozen=True)
 class ThroughputResult:
-    trainer_steps_per_second: float
+    steps_per_round: int
+    #: Minor page faults per step of the plain loop, the evaluating loop and the trainer.
+    page_faults_per_step: tuple[float, float, float]
     plain_steps_per_second: float
-    overhead: float  #: median over rounds of trainer time / plain time, minus one
-    overhead_quartiles: tuple[float, float]
+    evaluating_steps_per_second: float
+    trainer_steps_per_second: float
+    loop_overhead: Overhead  #: trainer against the evaluating loop
+    total_overhead: Overhead  #: trainer against the plain loop
 
 
-def _trainer_loop(config: TrainConfig) -> Callable[[int], None]:
-    trainer = Trainer(config)
-
+def _trainer_loop(trainer: Trainer) -> Loop:
     def run(steps: int) -> None:
         trainer.run(until=trainer.step + steps)
 
     return run
 
 
-def _plain_loop(config: TrainConfig) -> Callable[[int], None]:
-    trainer = Trainer(config)  # borrowed only for its model, data and optimizer
-    model, optimizer = trainer.model, trainer.optimizer
-    inputs, targets = trainer.train_inputs, trainer.train_targets
-    loss_fn = F.mse_loss if trainer.loss_kind == "mse" else F.cross_entropy
-    generator = torch.Generator().manual_seed(config.seed)
+class PlainLoop:
+    """A hand-written PyTorch loop that trains a trainer's model, data, optimizer and
+    filter (never calling the trainer's own loop).
 
-    def run(steps: int) -> None:
+    With ``evaluate``, it evaluates on the trainer's schedule and keeps each evaluation in
+    ``history`` as ``[val_loss, val_acc, weight_norm(, train_set_acc)]``, the same numbers
+    the trainer records.
+    """
+
+    def __init__(self, trainer: Trainer, evaluate: bool) -> None:
+        self.trainer, self.config, self.evaluate = trainer, trainer.config, evaluate
+        self.loss_fn = F.mse_loss if self.trainer.loss_kind == "mse" else F.cross_entropy
+        self.step = 0
+        self.history: list[list[float]] = []
+
+    @torch.no_grad()
+    def evaluation(self) -> list[float]:
+        trainer, model = self.trainer, self.trainer.model
+        logits = model(trainer.val_inputs)
+        metrics = [
+            self.loss_fn(logits, trainer.val_targets).item(),
+            (logits.argmax(dim=1) == trainer.val_labels).float().mean().item(),
+            torch.cat([p.flatten() for p in model.parameters()]).norm().item(),
+        ]
+        if not trainer.full_batch:
+            train_logits = model(trainer.train_inputs)
+            metrics.append((train_logits.argmax(dim=1) == trainer.train_labels).float().mean().item())
+        return metrics
+
+    def __call__(self, steps: int) -> None:
+        trainer = self.trainer
+        model, optimizer = trainer.model, trainer.optimizer
+        inputs, targets = trainer.train_inputs, trainer.train_targets
         for _ in range(steps):
+            if self.evaluate and self.step % self.config.eval_every == 0:
+                self.history.append(self.evaluation())
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_lr(self.config.lr, self.config.warmup_steps, self.step)
             if trainer.full_batch:
                 batch_inputs, batch_targets = inputs, targets
             else:
-                index = torch.randperm(len(inputs), generator=generator)[: config.batch_size]
-                index = index.to(inputs.device, non_blocking=True)
+                order = torch.randperm(len(inputs), generator=trainer.batch_generator)
+                index = order[: self.config.batch_size].to(inputs.device, non_blocking=True)
                 batch_inputs, batch_targets = inputs[index], targets[index]
-            loss = loss_fn(model(batch_inputs), batch_targets)
+            loss = self.loss_fn(model(batch_inputs), batch_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if trainer.grad_filter is not None:
+                trainer.grad_filter.apply(trainer.params)
             optimizer.step()
+            self.step += 1
 
-    return run
+
+def _page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _timed(run: Callable[[int], None], steps: int, device: torch.device) -> float:
-    started = time.perf_counter()
+def _timed(run: Loop, steps: int, device: torch.device) -> tuple[float, int]:
+    """Seconds and minor page faults of ``steps`` steps."""
+    faults, started = _page_faults(), time.perf_counter()
     run(steps)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _page_faults() - faults
 
 
-def measure_throughput(config: TrainConfig, steps: int = 100, rounds: int = 20) -> ThroughputResult:
-    """Trainer and plain loop in ``rounds`` alternating rounds of ``steps`` steps each.
+def measure_throughput(config: TrainConfig, steps: int = 50, rounds: int = 40) -> ThroughputResult:
+    """The three loops in ``rounds`` rounds of about ``steps`` steps each.
 
-    ``config.steps`` is ignored: the trainer runs for as long as the rounds last.
+    ``steps`` is rounded up to a multiple of ``config.eval_every``; ``config.steps`` is
+    ignored (the loops run for as long as the rounds last). One untimed round first
+    warms the allocator and the kernels.
     """
-    config = dataclasses.replace(config, steps=10 + rounds * steps)
-    trainer, plain = _trainer_loop(config), _plain_loop(config)
+    steps = math.ceil(steps / config.eval_every) * config.eval_every
+    config = dataclasses.replace(config, steps=(rounds + 1) * steps)
+    # One model for all three loops: the same tensors at the same addresses, so no loop
+    # gains or loses from where its memory happens to lie (a few percent either way).
+    trainer = Trainer(config)
+    loops = [PlainLoop(trainer, evaluate=False), PlainLoop(trainer, evaluate=True), _trainer_loop(trainer)]
     device = resolve_device(config.device)
-    for run in (trainer, plain):
-        run(10)  # warm-up: allocator, kernels, first evaluation
-    trainer_times, plain_times = [], []
-    for _ in range(rounds):
-        trainer_times.append(_timed(trainer, steps, device))
-        plain_times.append(_timed(plain, steps, device))
-    ratios = [t / p - 1.0 for t, p in zip(trainer_times, plain_times, strict=True)]
-    quartiles = statistics.quantiles(ratios, n=4) if rounds > 1 else [ratios[0]] * 3
+    for run in loops:
+        run(steps)
+    times: list[list[float]] = [[], [], []]
+    faults = [0, 0, 0]
+    for round_number in range(rounds):
+        order = [(round_number + shift) % 3 for shift in range(3)]
+        for index in order:
+            seconds, round_faults = _timed(loops[index], steps, device)
+            times[index].append(seconds)
+            faults[index] += round_faults
+    plain, evaluating, trained = times
     return ThroughputResult(
-        trainer_steps_per_second=steps / statistics.median(trainer_times),
-        plain_steps_per_second=steps / statistics.median(plain_times),
-        overhead=statistics.median(ratios),
-        overhead_quartiles=(quartiles[0], quartiles[2]),
+        steps_per_round=steps,
+        page_faults_per_step=tuple(count / (rounds * steps) for count in faults),
+        plain_steps_per_second=steps / statistics.median(plain),
+        evaluating_steps_per_second=steps / statistics.median(evaluating),
+        trainer_steps_per_second=steps / statistics.median(trained),
+        loop_overhead=Overhead.of(trained, evaluating),
+        total_overhead=Overhead.of(trained, plain),
     )
