@@ -215,7 +215,8 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_with_nothing_lost(
 
 
 def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
-    plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'ctrl-c.db'}", n_trials=1, threshold=0.0, full_steps=3000)
+    # Long enough (~10 s) that the trial is still training when Ctrl-C arrives, on a busy machine too.
+    plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'ctrl-c.db'}", n_trials=1, threshold=0.0, full_steps=12000)
     sweep = subprocess.Popen(
         [*GROKFORECAST, "sweep", str(plan.spec_path), "--storage", plan.storage_url],
         stdout=subprocess.PIPE,
