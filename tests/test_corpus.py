@@ -82,7 +82,9 @@ def test_the_shipped_corpus_covers_what_the_forecaster_needs() -> None:
     for name in shipped_corpus_names():
         labels = {r.grokked for r in load_corpus(name)}
         assert labels == {True, False}, f"{name} needs both grokking and non-grokking runs"
-    grokked = [r for r in records if r.grokked]
-    assert all(
-        r.times.t4 > r.times.t2 for r in grokked if r.times.t2 is not None and r.config["init_scale"] > 1
+    # Omnigrok's runs memorize first and generalize later. Only in full-batch training:
+    # with mini-batches a few training images can stay wrong after validation passed 95 %.
+    omnigrok = [r for r in records if r.grokked and r.config["init_scale"] > 1]
+    assert omnigrok and all(
+        r.times.t4 > r.times.t2 for r in omnigrok if r.times.t2 is not None and r.config["batch_size"] is None
     )
