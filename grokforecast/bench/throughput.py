@@ -35,10 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from grokforecast.training import TrainConfig, Trainer, resolve_device
-from grokforecast.training.trainer import warmup_lr
+from grokforecast.training import TrainConfig, Trainer
+from grokforecast.training.trainer import loss_of, warmup_lr
 
 Loop = Callable[[int], None]
 
@@ -91,7 +90,6 @@ class PlainLoop:
 
     def __init__(self, trainer: Trainer, evaluate: bool) -> None:
         self.trainer, self.config, self.evaluate = trainer, trainer.config, evaluate
-        self.loss_fn = F.mse_loss if self.trainer.loss_kind == "mse" else F.cross_entropy
         self.step = 0
         self.history: list[list[float]] = []
 
@@ -100,7 +98,7 @@ class PlainLoop:
         trainer, model = self.trainer, self.trainer.model
         logits = model(trainer.val_inputs)
         metrics = [
-            self.loss_fn(logits, trainer.val_targets).item(),
+            loss_of(logits, trainer.val_targets, trainer.loss_kind).item(),
             (logits.argmax(dim=1) == trainer.val_labels).float().mean().item(),
             torch.cat([p.flatten() for p in model.parameters()]).norm().item(),
         ]
@@ -124,7 +122,7 @@ class PlainLoop:
                 order = torch.randperm(len(inputs), generator=trainer.batch_generator)
                 index = order[: self.config.batch_size].to(inputs.device, non_blocking=True)
                 batch_inputs, batch_targets = inputs[index], targets[index]
-            loss = self.loss_fn(model(batch_inputs), batch_targets)
+            loss = loss_of(model(batch_inputs), batch_targets, trainer.loss_kind)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if trainer.grad_filter is not None:
@@ -159,7 +157,6 @@ def measure_throughput(config: TrainConfig, steps: int = 50, rounds: int = 40) -
     # gains or loses from where its memory happens to lie (a few percent either way).
     trainer = Trainer(config)
     loops = [PlainLoop(trainer, evaluate=False), PlainLoop(trainer, evaluate=True), _trainer_loop(trainer)]
-    device = resolve_device(config.device)
     for run in loops:
         run(steps)
     times: list[list[float]] = [[], [], []]
@@ -167,7 +164,7 @@ def measure_throughput(config: TrainConfig, steps: int = 50, rounds: int = 40) -
     for round_number in range(rounds):
         order = [(round_number + shift) % 3 for shift in range(3)]
         for index in order:
-            seconds, round_faults = _timed(loops[index], steps, device)
+            seconds, round_faults = _timed(loops[index], steps, trainer.device)
             times[index].append(seconds)
             faults[index] += round_faults
     plain, evaluating, trained = times

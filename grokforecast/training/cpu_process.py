@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 import torch
 
@@ -27,6 +28,7 @@ _LARGEST_MMAP_THRESHOLD = 32 * 1024 * 1024
 _TRIM_THRESHOLD = 1024 * 1024 * 1024
 
 
+@functools.cache  # a process-wide setting: looking up the C library once is enough
 def keep_freed_memory() -> bool:
     """Let glibc keep freed memory for reuse; False where the C library is not glibc."""
     name = ctypes.util.find_library("c")
