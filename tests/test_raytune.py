@@ -184,8 +184,11 @@ def test_an_interrupted_ray_sweep_is_restored_and_every_trial_settled(in_tmp: Pa
         start_new_session=True,
         env=environment,
     )
+    # Interrupt once a trial has written its second checkpoint: a trial reports the next
+    # one only after Tune has registered the first, so the interrupted experiment knows it
+    # (the first checkpoint's folder appears on disk a moment before Tune registers it).
     deadline = time.monotonic() + 300
-    while not list(in_tmp.glob("runs/study/ray/*/*/checkpoint_*")):
+    while not list(in_tmp.glob("runs/study/ray/*/*/checkpoint_00000[1-9]")):
         assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
         time.sleep(0.5)
     os.killpg(sweep.pid, signal.SIGINT)
