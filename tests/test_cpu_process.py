@@ -12,11 +12,14 @@ import grokforecast.training.trainer as trainer_module
 from grokforecast.training import TrainConfig, Trainer
 if sys.argv[1] == "default":
     trainer_module.tune_for_cpu_training = lambda: torch.set_flush_denormal(True)
-trainer = Trainer(TrainConfig(steps=200, device="cpu"))
+trainer = Trainer(TrainConfig(steps=250, device="cpu"))
 trainer.run(until=100)  # the heap settles
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-trainer.run(until=200)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 100)
+per_step = []
+for until in (150, 200, 250):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    trainer.run(until=until)
+    per_step.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 50)
+print(max(per_step))  # the worst of three 50-step windows
 """
 
 
@@ -27,6 +30,8 @@ def _page_faults_per_step(allocator: str) -> float:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_the_trainer_reuses_freed_memory_instead_of_faulting_it_in_every_step() -> None:
-    # 100-380 and 0.02-3 on the development machine
-    assert _page_faults_per_step("default") > 30
-    assert _page_faults_per_step("kept") < 10
+    # Worst windows seen: 100-590 with the defaults (glibc's own adaptive threshold quiets
+    # some windows, never all), 0.04-13 with freed memory kept (the heap still grows now
+    # and then: a step's average over one window is not reliably below 10).
+    assert _page_faults_per_step("default") > 50
+    assert _page_faults_per_step("kept") < 25
