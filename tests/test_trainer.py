@@ -1,13 +1,22 @@
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from grokforecast.errors import CheckpointError, ConfigError
-from grokforecast.training import RunStatus, TrainConfig, Trainer, resolve_device
+from grokforecast.training import (
+    Problem,
+    RunStatus,
+    TrainConfig,
+    Trainer,
+    register_workload,
+    resolve_device,
+    split_by_fraction,
+)
+from grokforecast.training.accuracy import StepCounts, correct_count, correct_count_
 from grokforecast.training.checkpoint import FORMAT, save_checkpoint
-from grokforecast.training.trainer import correct_count
 
 
 def _assert_same_run(a: Trainer, b: Trainer) -> None:
@@ -140,3 +149,50 @@ def test_correct_count_agrees_with_argmax_and_counts_ties_as_wrong() -> None:
     assert correct_count(logits, labels).item() == (logits.argmax(dim=-1) == labels).sum().item() >= 100
     collapsed = torch.zeros(4, 5)  # every logit equal: argmax would call label 0 right
     assert correct_count(collapsed, torch.tensor([0, 1, 2, 0])).item() == 0
+    kept = logits.clone()
+    assert correct_count_(kept, labels).item() == correct_count(logits, labels).item()
+    label_entries = torch.zeros_like(kept, dtype=torch.bool).scatter(1, labels[:, None], True)
+    assert torch.equal(kept.isinf(), label_entries)  # only the label entries overwritten
+
+
+@pytest.mark.parametrize("batch_bytes", [0, 3000, 1 << 30], ids=["each-step", "in-pairs", "all-together"])
+def test_step_counts_batched_equal_counts_step_by_step(batch_bytes: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    steps = [(torch.randn(30, 11, generator=generator), torch.randint(0, 11, (30,), generator=generator))]
+    steps += [(torch.zeros(30, 11), torch.zeros(30, dtype=torch.long))] * 2  # collapsed: all ties
+    steps += [(logits.clone(), logits.argmax(dim=1)) for logits, _ in steps[:1]] * 4  # all right
+    counts = StepCounts(batch_bytes)
+    taken = []
+    for index, (logits, labels) in enumerate(steps):
+        counts.add(logits.clone(), labels)
+        if index in (2, 3):  # an evaluation interval ends
+            taken += counts.take().tolist()
+    taken += counts.take().tolist()
+    assert (
+        taken
+        == [correct_count(logits, labels).item() for logits, labels in steps]
+        == [1, 0, 0, 30, 30, 30, 30]
+    )
+    assert counts.take().tolist() == []
+
+
+def test_the_trainer_counts_in_place_only_on_logits_the_forward_computed() -> None:
+    # The training accuracy is counted in place on the logits (their label entries are
+    # overwritten), which must not reach a model whose output is a view of a parameter.
+    class LogitTable(torch.nn.Module):
+        def __init__(self, rows: int, classes: int) -> None:
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.randn(rows, classes))
+
+        def forward(self, rows: torch.Tensor) -> torch.Tensor:
+            return self.table[: len(rows)]
+
+    @register_workload("test_logit_table")
+    def logit_table(data_fraction: float, seed: int) -> Problem:
+        inputs, labels = torch.arange(1024)[:, None], torch.arange(1024) % 512
+        return Problem(LogitTable(1024, 512), split_by_fraction(inputs, labels, data_fraction, seed), 512)
+
+    trainer = Trainer(TrainConfig(workload="test_logit_table", steps=5, eval_every=5, device="cpu"))
+    assert trainer.train_inputs.shape == (512, 1)  # 512 x 512 logits: 1 MB, counted step by step
+    assert trainer.run() is RunStatus.REACHED
+    assert trainer.model.table.isfinite().all() and all(map(math.isfinite, trainer.curves.train_loss))

@@ -2,8 +2,9 @@
 
 Read :meth:`Trainer.run` top to bottom: evaluation at an interval, learning-rate warm-up,
 forward, backward, Grokfast filter, step, record. Per-step metrics (the loss and the
-number of correct rows) stay on the device and cross to the host in one batch per
-evaluation interval, so the loop never waits on the GPU per step.
+number of correct rows, counted as cheaply as :mod:`~grokforecast.training.accuracy`
+knows) stay on the device and cross to the host in one batch per evaluation interval, so
+the loop never waits on the GPU per step.
 
 A run can stop at any step and go on later from the same state (``run(until=...)`` twice,
 or through a checkpoint): a probe of ``k`` steps extended to ``n`` equals a run of ``n``
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from grokforecast.curves import Curves, GrokTimes, grok_times
 from grokforecast.errors import CheckpointError, ConfigError
+from grokforecast.training.accuracy import StepCounts, correct_count
 from grokforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from grokforecast.training.config import TrainConfig
 from grokforecast.training.cpu_process import tune_for_cpu_training
@@ -58,20 +60,6 @@ def warmup_lr(base_lr: float, warmup_steps: int, step: int) -> float:
 def loss_of(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
     """Mean loss: cross-entropy on labels, or MSE on one-hot targets."""
     return F.mse_loss(logits, targets) if kind == "mse" else F.cross_entropy(logits, targets)
-
-
-def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """How many rows the model gets right, as a device tensor (no host sync).
-
-    A row is right when its label's logit is above every other logit. This is
-    ``argmax == label`` except on exact ties, which count as wrong (a collapsed model
-    with equal logits earns nothing), and it is built from ``amax``, which the CPU
-    vectorizes: ``argmax`` over 97 classes costs ~5x more, a few percent of a full-batch
-    step.
-    """
-    label_logits = logits.gather(1, labels[:, None]).squeeze(1)
-    other_logits = logits.scatter(1, labels[:, None], float("-inf"))
-    return (label_logits > other_logits.amax(dim=-1)).sum()
 
 
 def total_weight_norm(model: torch.nn.Module) -> torch.Tensor:
@@ -147,28 +135,28 @@ class Trainer:
         until = self.config.steps if until is None else until
         if self.diverged_at is not None:
             return RunStatus.DIVERGED
-        losses: list[torch.Tensor] = []  # this interval's per-step values, still on the device
-        correct: list[torch.Tensor] = []
+        losses: list[torch.Tensor] = []  # this interval's per-step losses, still on the device
+        correct = StepCounts()  # and its per-step correct rows
         while self.step < until:
             if self.step % self.config.eval_every == 0 and not self._evaluated(self.step):
                 self._evaluate(on_eval)
             lr = warmup_lr(self.config.lr, self.config.warmup_steps, self.step)
-            loss, hits = self.train_step(lr)
+            loss, logits, labels = self.train_step(lr)
             losses.append(loss)
-            correct.append(hits)
+            correct.add(logits, labels)
             self.step += 1
             if len(losses) == self.config.eval_every or self.step == until:
-                self._record_train(losses, correct)
-                losses, correct = [], []
+                self._record_train(losses, correct.take())
+                losses = []
                 if self.diverged_at is not None:
                     return RunStatus.DIVERGED
         if not self._evaluated(self.step):
             self._evaluate(on_eval)
         return RunStatus.REACHED
 
-    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer update; returns the batch's loss and number of correct rows as
-        device tensors."""
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer update; returns the batch's loss (detached), logits and labels,
+        as device tensors."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         inputs, targets, labels = self._batch()
@@ -179,7 +167,7 @@ class Trainer:
         if self.grad_filter is not None:
             self.grad_filter.apply(self.params)
         self.optimizer.step()
-        return loss.detach(), correct_count(logits.detach(), labels)
+        return loss.detach(), logits, labels
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.full_batch:
@@ -190,13 +178,13 @@ class Trainer:
         targets = labels if self.train_targets is self.train_labels else self.train_targets[index]
         return self.train_inputs[index], targets, labels
 
-    def _record_train(self, losses: list[torch.Tensor], correct: list[torch.Tensor]) -> None:
+    def _record_train(self, losses: list[torch.Tensor], correct: torch.Tensor) -> None:
         # The host transfers of one evaluation interval, batched.
         loss_values = torch.stack(losses).tolist()
         batch_rows = self.batch_rows
         first_step = len(self.curves.train_loss)
         self.curves.train_loss.extend(loss_values)
-        self.curves.train_acc.extend(hits / batch_rows for hits in torch.stack(correct).tolist())
+        self.curves.train_acc.extend(hits / batch_rows for hits in correct.tolist())
         bad = [i for i, value in enumerate(loss_values) if not math.isfinite(value)]
         if bad:
             self.diverged_at = first_step + bad[0]
