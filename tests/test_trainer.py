@@ -174,6 +174,9 @@ def test_step_counts_batched_equal_counts_step_by_step(batch_bytes: int) -> None
         == [1, 0, 0, 30, 30, 30, 30]
     )
     assert counts.take().tolist() == []
+    for rows in (3, 3, 5, 5, 5):  # steps of two shapes are never concatenated
+        counts.add(torch.eye(rows, 4), torch.zeros(rows, dtype=torch.long))
+    assert counts.take().tolist() == [1, 1, 1, 1, 1]
 
 
 def test_the_trainer_counts_in_place_only_on_logits_the_forward_computed() -> None:
