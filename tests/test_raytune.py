@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -21,9 +22,17 @@ from ray.tune.schedulers import TrialScheduler
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.fitting import probe_history
 from grokforecast.forecast.forecaster import GrokForecaster
-from grokforecast.pruning.decision import DECISION_ATTR
+from grokforecast.pruning.calibration import platt_scaling
+from grokforecast.pruning.decision import (
+    DECISION_ATTR,
+    PROBE_ATTR,
+    Decision,
+    DecisionRecord,
+    drawn_to_explore,
+)
 from grokforecast.raytune import GrokForecastScheduler
-from grokforecast.raytune.backend import run_ray_sweep
+from grokforecast.raytune.backend import forecast_scheduler, run_ray_sweep
+from grokforecast.raytune.scheduler import TRIAL_NUMBER
 from grokforecast.records import RunRecord
 from grokforecast.sweep.driver import SweepPlan
 from grokforecast.sweep.storage import open_storage, read_curves
@@ -75,9 +84,8 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
         decision = scheduler.decision(f"t{i}")
         assert decision is not None and decision.step == probe
         assert decision.probability == pytest.approx(expected, abs=1e-9)
-        assert answers[-1] == (
-            TrialScheduler.STOP if expected < scheduler.threshold else TrialScheduler.CONTINUE
-        )
+        assert (decision.decision is Decision.KEEP) == (expected >= scheduler.threshold)
+        assert answers[-1] == _answer_for(decision)
 
     # Saved and restored (as a restored Tune experiment does), the decisions stand.
     scheduler.save(str(tmp_path / "scheduler.pkl"))
@@ -85,8 +93,115 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
     restored.restore(str(tmp_path / "scheduler.pkl"))
     for i, record in enumerate(records[:12]):
         later = _feed(restored, f"t{i}", record, upto=probe + 100)[-1]
-        kept = scheduler.decision(f"t{i}").probability >= scheduler.threshold
-        assert later == (TrialScheduler.CONTINUE if kept else TrialScheduler.STOP)
+        assert later == _answer_for(scheduler.decision(f"t{i}"))
+
+
+def _answer_for(decision: DecisionRecord) -> str:
+    """STOP for a trial the forecast stopped; a kept or explored trial runs on."""
+    return TrialScheduler.STOP if decision.decision is Decision.PRUNE else TrialScheduler.CONTINUE
+
+
+def _finish(scheduler: GrokForecastScheduler, trial_id: str, record: RunRecord, config: dict) -> None:
+    """Report every result of ``record`` and end the trial, as Tune does for a trial run out."""
+    for result in _results(record):
+        scheduler.decide(trial_id, result, config)
+    scheduler.learn(trial_id, {"step": record.config["steps"]}, config)
+
+
+def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) -> None:
+    records = load_corpus("mlp_add59")
+    probe = round(PROBE_FRACTION * records[0].config["steps"])
+    # threshold 0: every trial runs on, so each teaches its outcome.
+    scheduler = GrokForecastScheduler(probe_step=probe, threshold=0.0, min_calibration_trials=10)
+    for i, record in enumerate(records[:12]):
+        _finish(scheduler, f"t{i}", record, {**record.config, TRIAL_NUMBER: i})
+    taught = scheduler.get_state()["outcomes"]
+    # Labelled by the grok threshold reached in the results (no "grokked" in the last one).
+    assert {key: grokked for key, (_, _, grokked) in taught.items()} == {
+        str(i): r.grokked for i, r in enumerate(records[:12])
+    }
+    assert {r.grokked for r in records[:12]} == {True, False}
+    logits = [scheduler.probe(f"t{i}")["logit"] for i in range(12)]
+    expected = platt_scaling(logits, [r.grokked for r in records[:12]], min_trials=10)
+    assert expected.trials == 12 and expected.slope != 1.0
+
+    _feed(scheduler, "next", records[12], upto=probe)
+    decision, probe_record = scheduler.decision("next"), scheduler.probe("next")
+    assert decision.calibrated_on == 12
+    assert decision.probability == pytest.approx(expected.probability(probe_record["logit"]))
+
+    # A restored experiment's scheduler has learned the same.
+    scheduler.save(str(tmp_path / "scheduler.pkl"))
+    restored = GrokForecastScheduler(probe_step=probe, threshold=0.0)
+    restored.restore(str(tmp_path / "scheduler.pkl"))
+    _feed(restored, "after restore", records[12], upto=probe)
+    assert restored.decision("after restore").probability == pytest.approx(decision.probability)
+
+    # A trial the forecast stopped teaches nothing: its outcome is unknown.
+    stopping = GrokForecastScheduler(probe_step=probe, threshold=1.0, exploration=0.0)
+    for i, record in enumerate(records[:12]):
+        _finish(stopping, f"t{i}", record, {**record.config, TRIAL_NUMBER: i})
+    assert stopping.get_state()["outcomes"] == {}
+
+
+def test_a_scheduler_pickled_before_it_learned_is_restored_with_the_new_defaults() -> None:
+    record = load_corpus("mlp_add59")[0]
+    probe = round(PROBE_FRACTION * record.config["steps"])
+    old = GrokForecastScheduler(probe_step=probe, threshold=0.3).__getstate__()
+    for later in ("exploration", "recalibrate", "min_calibration_trials", "_outcomes", "_reached_grok_value"):
+        del old[later]  # what a scheduler of an earlier grokforecast carried
+    restored = pickle.loads(pickle.dumps(_Pickled(old)))
+    assert restored.threshold == 0.3 and restored.exploration == 0.05
+    _finish(restored, "t0", record, record.config)
+    assert restored.decision("t0").step == probe
+
+
+class _Pickled:
+    """Unpickles as a GrokForecastScheduler with exactly ``state``."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+
+    def __reduce__(self) -> tuple:
+        return (object.__new__, (GrokForecastScheduler,), self.state)
+
+
+def test_the_scheduler_explores_the_trials_the_optuna_pruner_explores() -> None:
+    record = load_corpus("mlp_add59")[0]
+    probe = round(PROBE_FRACTION * record.config["steps"])
+    scheduler = GrokForecastScheduler(probe_step=probe, threshold=1.0, exploration=0.3, seed=7)
+    explored = set()
+    for number in range(20):
+        answers = _feed(scheduler, f"t{number}", record, upto=probe)
+        if scheduler.decision(f"t{number}").decision is Decision.EXPLORE:
+            assert answers[-1] == TrialScheduler.CONTINUE
+            explored.add(number)
+    # Not the trial's Tune id but its Optuna trial number, which the Optuna pruner draws by.
+    config = {**record.config, TRIAL_NUMBER: 3}
+    for result in _results(record):
+        if result["step"] <= probe:
+            scheduler.decide("renamed", result, config)
+    assert (scheduler.decision("renamed").decision is Decision.EXPLORE) == drawn_to_explore(7, 3, 0.3)
+    assert explored == {n for n in range(20) if drawn_to_explore(7, f"t{n}", 0.3)}
+    assert 0 < len(explored) < 20
+
+
+def test_a_resumed_ray_sweep_recalibrates_on_the_studys_finished_trials(tmp_path: Path) -> None:
+    plan = SweepPlan.load(write_study(tmp_path, study_text("taught")), f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study()
+
+    def finished(number: int, decision: str, grokked: bool | None) -> None:
+        attrs = {} if grokked is None else {"grokked": grokked}
+        probe = {"decision": decision, "logit": float(number), "probability": 0.5, "forecaster": "full"}
+        trial = optuna.trial.create_trial(value=1.0, user_attrs=attrs, system_attrs={PROBE_ATTR: probe})
+        study.add_trial(trial)
+
+    finished(0, "keep", True)
+    finished(1, "explore", False)
+    finished(2, "keep", None)  # no outcome recorded: teaches nothing
+    study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, system_attrs={}))
+    outcomes = forecast_scheduler(plan, study).get_state()["outcomes"]
+    assert outcomes == {"0": ("full", 0.0, True), "1": ("full", 1.0, False)}
 
 
 def test_a_trial_that_cannot_be_forecast_is_kept_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
@@ -106,6 +221,10 @@ def test_the_scheduler_rejects_bad_arguments() -> None:
         GrokForecastScheduler(probe_step=10, threshold=1.5)
     with pytest.raises(ValueError, match="series='loss'"):
         GrokForecastScheduler(probe_step=10, series="loss")
+    with pytest.raises(ValueError, match=r"exploration=-0\.1"):
+        GrokForecastScheduler(probe_step=10, exploration=-0.1)
+    with pytest.raises(ValueError, match="min_calibration_trials=1"):
+        GrokForecastScheduler(probe_step=10, min_calibration_trials=1)
 
 
 def test_importing_grokforecast_and_the_optuna_path_does_not_import_ray() -> None:

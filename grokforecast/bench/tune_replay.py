@@ -60,7 +60,7 @@ def compare_on_tune(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from grokforecast.raytune.backend import connect
-    from grokforecast.raytune.scheduler import GrokForecastScheduler
+    from grokforecast.raytune.scheduler import TRIAL_NUMBER, GrokForecastScheduler
 
     full = int(records[0].config["steps"])
     if any(int(r.config["steps"]) != full for r in records):
@@ -87,11 +87,14 @@ def compare_on_tune(
         )
         if key in include
     }
+    # Numbered as the Ray backend numbers trials, so that exploration draws the same trials
+    # on every run (Tune's own trial ids change from one experiment to the next).
     points = [
-        {"record": i, **{k: r.config[k] for k in ("lr", "weight_decay", "data_fraction")}}
+        {"record": i, TRIAL_NUMBER: i, **{k: r.config[k] for k in ("lr", "weight_decay", "data_fraction")}}
         for i, r in enumerate(records)
     ]
-    space = {"record": tune.randint(0, len(records))} | {  # holds every recorded value
+    space = {"record": tune.randint(0, len(records)), TRIAL_NUMBER: tune.randint(0, len(records))} | {
+        # Ranges that hold every recorded value.
         k: tune.uniform(min(p[k] for p in points), max(p[k] for p in points) + 1e-12)
         for k in ("lr", "weight_decay", "data_fraction")
     }

@@ -4,7 +4,8 @@ The shipped forecaster was fitted on other workloads; a study's completed trials
 its forecasts turned out here. Platt scaling refits ``P(grok) = sigmoid(a * logit + b)``
 on the raw logits stored at each trial's probe step against whether it grokked: two
 parameters, so a dozen finished trials suffice, and the forecast's ranking is kept when
-``a > 0``. All inputs live in the study's storage, so every worker computes the same map.
+``a > 0``. For :class:`~grokforecast.HjorthPruner` all inputs live in the study's storage,
+so every worker computes the same map; the Ray scheduler keeps them with its own state.
 """
 
 from __future__ import annotations
@@ -55,17 +56,24 @@ def fit_calibration(
     trials: Sequence[FrozenTrial], label: GrokLabel, forecaster_key: str, min_trials: int
 ) -> Calibration:
     """Platt-scale the stored logits of completed, probed trials; identity until enough."""
-    from sklearn.linear_model import LogisticRegression
-
-    logits, labels = [], []
+    logits, grokked = [], []
     for trial in trials:
         probe = trial.system_attrs.get(PROBE_ATTR)
-        grokked = label(trial) if trial.state == TrialState.COMPLETE else None
-        if probe is None or grokked is None or probe.get("forecaster") != forecaster_key:
+        outcome = label(trial) if trial.state == TrialState.COMPLETE else None
+        if probe is None or outcome is None or probe.get("forecaster") != forecaster_key:
             continue
         logits.append(probe["logit"])
-        labels.append(int(grokked))
+        grokked.append(outcome)
+    return platt_scaling(logits, grokked, min_trials)
+
+
+def platt_scaling(logits: Sequence[float], grokked: Sequence[bool], min_trials: int) -> Calibration:
+    """Fit ``P(grok) = sigmoid(a * logit + b)`` to trials' forecast logits and outcomes;
+    the identity until ``min_trials`` of them, with both outcomes, exist."""
+    from sklearn.linear_model import LogisticRegression
+
+    labels = [int(g) for g in grokked]
     if len(labels) < min_trials or len(set(labels)) < 2:
         return Calibration(trials=0)
-    model = LogisticRegression(C=1.0).fit(np.asarray(logits).reshape(-1, 1), labels)
+    model = LogisticRegression(C=1.0).fit(np.asarray(logits, dtype=float).reshape(-1, 1), labels)
     return Calibration(float(model.coef_[0, 0]), float(model.intercept_[0]), len(labels))

@@ -12,7 +12,12 @@ The decision is made once per trial, at its probe step:
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grokforecast.forecast.forecaster import Assessment
 
 
 class Decision(enum.StrEnum):
@@ -42,6 +47,27 @@ class DecisionRecord:
     #: Every feature the forecaster read, by name (the early spectral activity among them).
     features: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def of_forecast(
+        cls,
+        decision: Decision,
+        step: int,
+        probability: float,
+        rule: str,
+        assessment: Assessment,
+        calibrated_on: int,
+    ) -> DecisionRecord:
+        """The record of a decision taken on ``assessment``, the forecaster's reading."""
+        return cls(
+            decision,
+            step,
+            probability,
+            rule,
+            assessment.main_features,
+            calibrated_on,
+            assessment.features,
+        )
+
     def to_dict(self) -> dict:
         return {**asdict(self), "decision": self.decision.value}
 
@@ -52,3 +78,10 @@ class DecisionRecord:
             f"{self.decision.value} at step {self.step}: P(grok) = {self.probability:.3f} against "
             f"{self.rule}; main features (logit contributions): {features}"
         )
+
+
+def drawn_to_explore(seed: int, trial: int | str, exploration: float) -> bool:
+    """Whether trial ``trial`` (its number, or another stable name) runs on although its
+    rule says prune: a function of the seed and the trial only, so that every worker, and
+    both the Optuna and the Ray backend, draw the same."""
+    return random.Random(f"{seed}:{trial}").random() < exploration

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 
 import numpy as np
 import optuna
@@ -14,7 +13,13 @@ from optuna.trial import FrozenTrial, TrialState
 from grokforecast.forecast.features import HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
 from grokforecast.pruning.calibration import Calibration, fit_calibration, grok_label
-from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR, Decision, DecisionRecord
+from grokforecast.pruning.decision import (
+    DECISION_ATTR,
+    PROBE_ATTR,
+    Decision,
+    DecisionRecord,
+    drawn_to_explore,
+)
 from grokforecast.pruning.monitor import active_history_source
 
 logger = logging.getLogger(__name__)
@@ -186,22 +191,14 @@ class HjorthPruner(BasePruner):
         probability = calibration.probability(logit)
         prune, rule = self._rule(study, trial, probability)
         decision = Decision.PRUNE if prune else Decision.KEEP
-        if prune and self._explores(trial):
+        if prune and drawn_to_explore(self.seed, trial.number, self.exploration):
             decision = Decision.EXPLORE
         study._storage.set_trial_system_attr(
             trial._trial_id,
             PROBE_ATTR,
             {"decision": decision.value, "logit": logit, "probability": probability, "forecaster": key},
         )
-        return DecisionRecord(
-            decision,
-            step,
-            probability,
-            rule,
-            assessment.main_features,
-            calibration.trials,
-            assessment.features,
-        )
+        return DecisionRecord.of_forecast(decision, step, probability, rule, assessment, calibration.trials)
 
     def _history(self, study: optuna.Study, trial: FrozenTrial, step: int) -> dict[str, np.ndarray]:
         source = active_history_source(study.study_name, trial.number)
@@ -250,6 +247,3 @@ class HjorthPruner(BasePruner):
             probability < cutoff,
             f"keep_top {self.keep_top:g} of {len(probed) + 1} probed (cut-off {cutoff:.3f})",
         )
-
-    def _explores(self, trial: FrozenTrial) -> bool:
-        return random.Random(f"{self.seed}:{trial.number}").random() < self.exploration

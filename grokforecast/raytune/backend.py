@@ -20,13 +20,16 @@ from pathlib import Path
 
 import optuna
 import ray
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from grokforecast.errors import GrokforecastError
-from grokforecast.raytune.scheduler import GrokForecastScheduler
+from grokforecast.pruning.calibration import grok_label
+from grokforecast.pruning.decision import PROBE_ATTR
+from grokforecast.raytune.scheduler import TRIAL_NUMBER, GrokForecastScheduler
 from grokforecast.raytune.searcher import StudySearcher, settle
-from grokforecast.raytune.trainable import TRIAL_NUMBER, train_trial
+from grokforecast.raytune.trainable import train_trial
 from grokforecast.sweep.driver import SweepPlan, check_ray_backend, create_study, finished_trials
 from grokforecast.sweep.storage import absolute_url
 
@@ -96,14 +99,14 @@ def run_ray_sweep(plan: SweepPlan, address: str | None = None, resume: bool = Fa
             _fit_and_reconcile(restored, study, plan)
     remaining = plan.spec.n_trials - finished_trials(study)
     if remaining > 0:
-        _fit_and_reconcile(_new_tuner(plan, trainable, remaining), study, plan)
+        _fit_and_reconcile(_new_tuner(plan, study, trainable, remaining), study, plan)
     return study
 
 
-def _new_tuner(plan: SweepPlan, trainable: object, n_trials: int) -> tune.Tuner:
+def _new_tuner(plan: SweepPlan, study: optuna.Study, trainable: object, n_trials: int) -> tune.Tuner:
     spec = plan.spec
     if spec.pruner.enabled:
-        scheduler = GrokForecastScheduler(probe_step=spec.budget.probe_steps, threshold=spec.pruner.threshold)
+        scheduler = forecast_scheduler(plan, study)
         callbacks = [scheduler.state_callback()]
     else:
         scheduler, callbacks = FIFOScheduler(), []
@@ -125,6 +128,27 @@ def _new_tuner(plan: SweepPlan, trainable: object, n_trials: int) -> tune.Tuner:
             verbose=0,
         ),
     )
+
+
+def forecast_scheduler(plan: SweepPlan, study: optuna.Study) -> GrokForecastScheduler:
+    """The study file's pruner as a Tune scheduler, taught by the study's finished trials
+    (a resumed sweep recalibrates on the trials of its earlier runs, as the Optuna
+    backend's pruner does)."""
+    settings = plan.spec.pruner
+    scheduler = GrokForecastScheduler(
+        probe_step=plan.spec.budget.probe_steps,
+        threshold=settings.threshold,
+        exploration=settings.exploration,
+        recalibrate=settings.recalibrate,
+        min_calibration_trials=settings.min_calibration_trials,
+        seed=settings.seed,
+    )
+    label = grok_label(study, grok_value=None)  # the trainable records "grokked" on every trial
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        probe, grokked = trial.system_attrs.get(PROBE_ATTR), label(trial)
+        if probe is not None and grokked is not None:
+            scheduler.add_outcome(trial.number, probe["forecaster"], probe["logit"], grokked)
+    return scheduler
 
 
 def _fit_and_reconcile(tuner: tune.Tuner, study: optuna.Study, plan: SweepPlan) -> None:

@@ -3,8 +3,10 @@
 The Ray Tune counterpart of :class:`~grokforecast.HjorthPruner`: every trial runs to the
 probe step, the :class:`~grokforecast.GrokForecaster` reads its curves so far, and the
 trial is stopped there when the forecast says it will not grok; otherwise it is never
-stopped. Written in the manner of Ray's ``median_stopping_rule.py`` (a
-``FIFOScheduler`` that only answers ``on_trial_result``).
+stopped. Like the pruner it explores (lets a few trials the rule would stop run on) and
+recalibrates the forecast on the experiment's own finished trials. Written in the manner
+of Ray's ``median_stopping_rule.py`` (a ``FIFOScheduler`` that answers
+``on_trial_result`` and learns in ``on_trial_complete``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import pickle
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from ray.tune import Callback
@@ -22,13 +24,25 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from grokforecast.forecast.features import CURVE_GROUPS, HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
-from grokforecast.pruning.decision import Decision, DecisionRecord
+from grokforecast.pruning.calibration import Calibration, platt_scaling
+from grokforecast.pruning.decision import Decision, DecisionRecord, drawn_to_explore
 
 logger = logging.getLogger(__name__)
 
 #: A result key ``<series>_interval`` holds that series' value at every step since the
 #: previous result (the trainer's dense per-step curve); ``<series>`` alone is one value.
 INTERVAL_SUFFIX = "_interval"
+#: Config key naming the Optuna trial a Tune trial is (set by grokforecast's Ray backend):
+#: exploration draws and outcomes are keyed by it, as the Optuna pruner's are.
+TRIAL_NUMBER = "optuna_trial_number"
+
+
+class Outcome(NamedTuple):
+    """How one forecast trial turned out: its forecaster, logit at the probe, and result."""
+
+    forecaster: str
+    logit: float
+    grokked: bool
 
 
 class GrokForecastScheduler(FIFOScheduler):
@@ -42,6 +56,9 @@ class GrokForecastScheduler(FIFOScheduler):
     collected and answers ``STOP`` (forecast below ``threshold``) or ``CONTINUE``; that
     decision stands for the rest of the trial. The hyperparameters ``lr``,
     ``weight_decay`` and ``data_fraction`` are read from the trial's config when present.
+    A trial that was forecast and ran to its end teaches the scheduler how forecasts turn
+    out in this experiment: it grokked when its last result says ``grokked``, or else when
+    ``grok_metric`` reached ``grok_value`` in one of its results.
 
     Tune does not save a scheduler's state with an experiment; add
     :meth:`state_callback` to the ``RunConfig`` callbacks so that a restored experiment
@@ -85,6 +102,20 @@ class GrokForecastScheduler(FIFOScheduler):
         forecaster:
             A fitted :class:`~grokforecast.GrokForecaster` to use instead of the shipped
             calibrations.
+        exploration:
+            Probability that a trial the rule would stop runs on anyway (decision
+            ``explore``), so that recalibration also sees low-forecast trials; drawn from
+            ``seed`` and the trial (its Optuna trial number under grokforecast's Ray
+            backend, so that both backends draw the same).
+        recalibrate:
+            Refit the forecast's probability scale (Platt scaling) on the trials forecast
+            and run to their end, once ``min_calibration_trials`` of them with both
+            outcomes exist.
+        grok_metric, grok_value:
+            A trial whose last result does not say ``grokked`` grokked when
+            ``grok_metric`` reached ``grok_value`` in one of its results.
+        seed:
+            Seed of the exploration draws.
     """
 
     def __init__(
@@ -94,6 +125,12 @@ class GrokForecastScheduler(FIFOScheduler):
         time_attr: str = "step",
         series: str = "train_loss",
         forecaster: GrokForecaster | None = None,
+        exploration: float = 0.05,
+        recalibrate: bool = True,
+        min_calibration_trials: int = 10,
+        grok_metric: str = "val_acc",
+        grok_value: float = 0.95,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if probe_step < 1:
@@ -102,10 +139,20 @@ class GrokForecastScheduler(FIFOScheduler):
             raise ValueError(f"threshold={threshold} must lie in [0, 1]")
         if series not in ("train_loss", "val_loss", "val_acc"):
             raise ValueError(f"series={series!r} must be 'train_loss', 'val_loss' or 'val_acc'")
+        if not 0.0 <= exploration <= 1.0:
+            raise ValueError(f"exploration={exploration} must lie in [0, 1]")
+        if min_calibration_trials < 2:
+            raise ValueError(f"min_calibration_trials={min_calibration_trials} must be at least 2")
         self.probe_step = probe_step
         self.threshold = threshold
         self.time_attr = time_attr
         self.series = series
+        self.exploration = exploration
+        self.recalibrate = recalibrate
+        self.min_calibration_trials = min_calibration_trials
+        self.grok_metric = grok_metric
+        self.grok_value = grok_value
+        self.seed = seed
         self._custom_forecaster = forecaster
         self._pretrained: dict[str, GrokForecaster] = {}
         # Kept through a trial's error (FIFOScheduler's on_trial_error does nothing): a retry
@@ -113,6 +160,9 @@ class GrokForecastScheduler(FIFOScheduler):
         self._curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
         self._decisions: dict[str, DecisionRecord] = {}
         self._probes: dict[str, dict[str, Any]] = {}
+        self._reached_grok_value: set[str] = set()
+        #: What each forecast trial that ran to its end taught, by trial key.
+        self._outcomes: dict[str, Outcome] = {}
 
     # -- Tune's hooks ----------------------------------------------------------------
 
@@ -120,19 +170,27 @@ class GrokForecastScheduler(FIFOScheduler):
         return self.decide(trial.trial_id, result, trial.config)
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self.learn(trial.trial_id, result or {}, trial.config)
         self._curves.pop(trial.trial_id, None)
+        self._reached_grok_value.discard(trial.trial_id)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         self._curves.pop(trial.trial_id, None)
 
     def debug_string(self) -> str:
         stopped = sum(r.decision is Decision.PRUNE for r in self._decisions.values())
-        return f"GrokForecastScheduler: {len(self._decisions)} forecast, {stopped} stopped at the probe."
+        return (
+            f"GrokForecastScheduler: {len(self._decisions)} forecast, {stopped} stopped at the "
+            f"probe, {len(self._outcomes)} finished to learn from."
+        )
 
     # -- the decision ----------------------------------------------------------------
 
     def decide(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any]) -> str:
         """``STOP`` or ``CONTINUE`` for one result of one trial (Tune calls this per result)."""
+        value = result.get(self.grok_metric)
+        if value is not None and value >= self.grok_value:
+            self._reached_grok_value.add(trial_id)
         if trial_id in self._decisions:
             return self._answer(self._decisions[trial_id])
         step = result.get(self.time_attr)
@@ -152,6 +210,25 @@ class GrokForecastScheduler(FIFOScheduler):
         self._decisions[trial_id] = record
         del self._curves[trial_id]
         return self._answer(record)
+
+    def learn(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        """Take in how a trial that ended turned out (Tune calls this with its last result).
+
+        Only a trial that was forecast and not stopped by the forecast teaches anything: a
+        stopped trial's outcome is unknown.
+        """
+        probe = self._probes.get(trial_id)
+        if probe is None or probe["decision"] == Decision.PRUNE.value:
+            return
+        grokked = result.get("grokked")
+        if grokked is None:
+            grokked = trial_id in self._reached_grok_value
+        self.add_outcome(_trial_key(trial_id, config), probe["forecaster"], probe["logit"], bool(grokked))
+
+    def add_outcome(self, trial: str | int, forecaster: str, logit: float, grokked: bool) -> None:
+        """Record that ``trial``, forecast ``logit`` by ``forecaster`` at its probe, ran to
+        its end and grokked or not (the Ray backend adds a resumed study's finished trials)."""
+        self._outcomes[str(trial)] = Outcome(forecaster, float(logit), bool(grokked))
 
     def decision(self, trial_id: str) -> DecisionRecord | None:
         """The decision made for a trial, with its reason; None before its probe step."""
@@ -184,8 +261,13 @@ class GrokForecastScheduler(FIFOScheduler):
             )
             return DecisionRecord(Decision.KEEP, step, float("nan"), f"no forecast ({error})", {}, 0)
         logit = assessment.logit
-        probability = float(1.0 / (1.0 + np.exp(-logit)))
+        calibration = self._calibration(key)
+        probability = calibration.probability(logit)
         decision = Decision.PRUNE if probability < self.threshold else Decision.KEEP
+        if decision is Decision.PRUNE and drawn_to_explore(
+            self.seed, _trial_key(trial_id, config), self.exploration
+        ):
+            decision = Decision.EXPLORE
         self._probes[trial_id] = {
             "decision": decision.value,
             "logit": logit,
@@ -193,8 +275,14 @@ class GrokForecastScheduler(FIFOScheduler):
             "forecaster": key,
         }
         rule = f"threshold {self.threshold:g}"
-        return DecisionRecord(
-            decision, step, probability, rule, assessment.main_features, 0, assessment.features
+        return DecisionRecord.of_forecast(decision, step, probability, rule, assessment, calibration.trials)
+
+    def _calibration(self, forecaster_key: str) -> Calibration:
+        if not self.recalibrate:
+            return Calibration()
+        taught = [o for o in self._outcomes.values() if o.forecaster == forecaster_key]
+        return platt_scaling(
+            [o.logit for o in taught], [o.grokked for o in taught], self.min_calibration_trials
         )
 
     def _history(self, trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -218,17 +306,23 @@ class GrokForecastScheduler(FIFOScheduler):
     # -- state ---------------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
-        """The decisions made and the curves of trials not yet decided."""
+        """The decisions made, the curves of trials not yet decided, and what finished
+        trials taught."""
         return {
             "decisions": dict(self._decisions),
             "probes": dict(self._probes),
             "curves": {k: {n: list(p) for n, p in c.items()} for k, c in self._curves.items()},
+            "reached_grok_value": set(self._reached_grok_value),
+            "outcomes": {k: tuple(o) for k, o in self._outcomes.items()},
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._decisions = dict(state["decisions"])
         self._probes = dict(state["probes"])
         self._curves = {k: defaultdict(list, c) for k, c in state["curves"].items()}
+        # An experiment saved before the scheduler learned from finished trials has neither.
+        self._reached_grok_value = set(state.get("reached_grok_value", ()))
+        self._outcomes = {k: Outcome(*o) for k, o in state.get("outcomes", {}).items()}
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
@@ -247,6 +341,12 @@ class GrokForecastScheduler(FIFOScheduler):
         state["_pretrained"] = {}  # reloaded from the package on demand
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A restored experiment unpickles the scheduler it was started with; one pickled by
+        # an earlier grokforecast lacks the later settings, which then take their defaults.
+        defaults = GrokForecastScheduler(probe_step=state["probe_step"]).__dict__
+        self.__dict__.update({**defaults, **state})
+
 
 class _SchedulerState(Callback):
     """Carries a scheduler's state through Tune's experiment checkpoints."""
@@ -259,6 +359,11 @@ class _SchedulerState(Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.set_state(state)
+
+
+def _trial_key(trial_id: str, config: Mapping[str, Any]) -> str:
+    """The Optuna trial number a Tune trial stands for, else its Tune id."""
+    return str(config.get(TRIAL_NUMBER, trial_id))
 
 
 def _has_non_finite(values: Any) -> bool:

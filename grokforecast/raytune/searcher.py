@@ -21,8 +21,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR, Decision, DecisionRecord
-from grokforecast.raytune.scheduler import INTERVAL_SUFFIX, GrokForecastScheduler
-from grokforecast.raytune.trainable import TRIAL_NUMBER
+from grokforecast.raytune.scheduler import INTERVAL_SUFFIX, TRIAL_NUMBER, GrokForecastScheduler
 from grokforecast.sweep.driver import SweepPlan, load_study
 from grokforecast.sweep.storage import open_storage
 from grokforecast.sweep.trial import STOPPED_ATTR, suggest

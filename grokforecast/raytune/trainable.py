@@ -17,14 +17,12 @@ from typing import Any
 
 from ray import tune
 
-from grokforecast.raytune.scheduler import INTERVAL_SUFFIX
+from grokforecast.raytune.scheduler import INTERVAL_SUFFIX, TRIAL_NUMBER
 from grokforecast.sweep.driver import SweepPlan
 from grokforecast.sweep.storage import delete_curves, open_storage
 from grokforecast.sweep.trial import CurveFlusher, held_threshold_since, outcome
 from grokforecast.training import RunStatus, Trainer
 
-#: Config key carrying the Optuna trial number a Tune trial belongs to.
-TRIAL_NUMBER = "optuna_trial_number"
 CHECKPOINT_FILE = "trainer.pt"
 #: Curves are written to the database about this often (steps), and at the probe step.
 FLUSH_EVERY = 100
