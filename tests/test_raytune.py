@@ -137,6 +137,11 @@ def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) 
     _feed(restored, "after restore", records[12], upto=probe)
     assert restored.decision("after restore").probability == pytest.approx(decision.probability)
 
+    # Nor does one whose loss diverged (the study records it pruned).
+    _feed(scheduler, "diverged", records[13], upto=probe)
+    scheduler.learn("diverged", {"diverged_at": probe + 5, "grokked": False}, records[13].config)
+    assert "diverged" not in scheduler.get_state()["outcomes"] and scheduler.probe("diverged") is not None
+
     # A trial the forecast stopped teaches nothing: its outcome is unknown.
     stopping = GrokForecastScheduler(probe_step=probe, threshold=1.0, exploration=0.0)
     for i, record in enumerate(records[:12]):

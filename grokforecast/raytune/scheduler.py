@@ -215,10 +215,14 @@ class GrokForecastScheduler(FIFOScheduler):
         """Take in how a trial that ended turned out (Tune calls this with its last result).
 
         Only a trial that was forecast and not stopped by the forecast teaches anything: a
-        stopped trial's outcome is unknown.
+        stopped trial's outcome is unknown. Nor does one whose loss diverged (its last
+        result has ``diverged_at``), which the study records as pruned, as on the Optuna
+        backend, whose pruner never learns from it.
         """
         probe = self._probes.get(trial_id)
         if probe is None or probe["decision"] == Decision.PRUNE.value:
+            return
+        if result.get("diverged_at") is not None:
             return
         grokked = result.get("grokked")
         if grokked is None:
