@@ -11,8 +11,9 @@ so every worker computes the same map; the Ray scheduler keeps them with its own
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import optuna
@@ -52,19 +53,37 @@ def grok_label(study: optuna.Study, grok_value: float | None) -> GrokLabel:
     return label
 
 
+class Outcome(NamedTuple):
+    """What one forecast trial that ran to its end teaches: its forecaster, the logit at
+    its probe step, and whether it grokked."""
+
+    forecaster: str
+    logit: float
+    grokked: bool
+
+
+def probed_outcomes(trials: Iterable[FrozenTrial], label: GrokLabel) -> dict[int, Outcome]:
+    """The outcomes of the completed, probed trials whose label is known, by trial number."""
+    outcomes = {}
+    for trial in trials:
+        probe = trial.system_attrs.get(PROBE_ATTR)
+        grokked = label(trial) if trial.state == TrialState.COMPLETE else None
+        if probe is not None and grokked is not None:
+            outcomes[trial.number] = Outcome(probe["forecaster"], float(probe["logit"]), bool(grokked))
+    return outcomes
+
+
 def fit_calibration(
     trials: Sequence[FrozenTrial], label: GrokLabel, forecaster_key: str, min_trials: int
 ) -> Calibration:
     """Platt-scale the stored logits of completed, probed trials; identity until enough."""
-    logits, grokked = [], []
-    for trial in trials:
-        probe = trial.system_attrs.get(PROBE_ATTR)
-        outcome = label(trial) if trial.state == TrialState.COMPLETE else None
-        if probe is None or outcome is None or probe.get("forecaster") != forecaster_key:
-            continue
-        logits.append(probe["logit"])
-        grokked.append(outcome)
-    return platt_scaling(logits, grokked, min_trials)
+    return calibration_for(probed_outcomes(trials, label).values(), forecaster_key, min_trials)
+
+
+def calibration_for(outcomes: Iterable[Outcome], forecaster_key: str, min_trials: int) -> Calibration:
+    """Platt scaling of the forecasts of ``forecaster_key`` among ``outcomes``."""
+    taught = [o for o in outcomes if o.forecaster == forecaster_key]
+    return platt_scaling([o.logit for o in taught], [o.grokked for o in taught], min_trials)
 
 
 def platt_scaling(logits: Sequence[float], grokked: Sequence[bool], min_trials: int) -> Calibration:

@@ -25,8 +25,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from grokforecast.errors import GrokforecastError
-from grokforecast.pruning.calibration import grok_label
-from grokforecast.pruning.decision import PROBE_ATTR
+from grokforecast.pruning.calibration import grok_label, probed_outcomes
 from grokforecast.raytune.scheduler import TRIAL_NUMBER, GrokForecastScheduler
 from grokforecast.raytune.searcher import StudySearcher, settle
 from grokforecast.raytune.trainable import train_trial
@@ -144,10 +143,9 @@ def forecast_scheduler(plan: SweepPlan, study: optuna.Study) -> GrokForecastSche
         seed=settings.seed,
     )
     label = grok_label(study, grok_value=None)  # the trainable records "grokked" on every trial
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        probe, grokked = trial.system_attrs.get(PROBE_ATTR), label(trial)
-        if probe is not None and grokked is not None:
-            scheduler.add_outcome(trial.number, probe["forecaster"], probe["logit"], grokked)
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for number, outcome in probed_outcomes(completed, label).items():
+        scheduler.add_outcome(number, outcome)
     return scheduler
 
 

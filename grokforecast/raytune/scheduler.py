@@ -15,7 +15,7 @@ import logging
 import pickle
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from ray.tune import Callback
@@ -24,7 +24,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from grokforecast.forecast.features import CURVE_GROUPS, HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
-from grokforecast.pruning.calibration import Calibration, platt_scaling
+from grokforecast.pruning.calibration import Calibration, Outcome, calibration_for
 from grokforecast.pruning.decision import Decision, DecisionRecord, drawn_to_explore
 
 logger = logging.getLogger(__name__)
@@ -35,14 +35,6 @@ INTERVAL_SUFFIX = "_interval"
 #: Config key naming the Optuna trial a Tune trial is (set by grokforecast's Ray backend):
 #: exploration draws and outcomes are keyed by it, as the Optuna pruner's are.
 TRIAL_NUMBER = "optuna_trial_number"
-
-
-class Outcome(NamedTuple):
-    """How one forecast trial turned out: its forecaster, logit at the probe, and result."""
-
-    forecaster: str
-    logit: float
-    grokked: bool
 
 
 class GrokForecastScheduler(FIFOScheduler):
@@ -227,12 +219,13 @@ class GrokForecastScheduler(FIFOScheduler):
         grokked = result.get("grokked")
         if grokked is None:
             grokked = trial_id in self._reached_grok_value
-        self.add_outcome(_trial_key(trial_id, config), probe["forecaster"], probe["logit"], bool(grokked))
+        outcome = Outcome(probe["forecaster"], float(probe["logit"]), bool(grokked))
+        self.add_outcome(_trial_key(trial_id, config), outcome)
 
-    def add_outcome(self, trial: str | int, forecaster: str, logit: float, grokked: bool) -> None:
-        """Record that ``trial``, forecast ``logit`` by ``forecaster`` at its probe, ran to
-        its end and grokked or not (the Ray backend adds a resumed study's finished trials)."""
-        self._outcomes[str(trial)] = Outcome(forecaster, float(logit), bool(grokked))
+    def add_outcome(self, trial: str | int, outcome: Outcome) -> None:
+        """Record how ``trial`` (an Optuna trial number, or a Tune id), forecast and run to
+        its end, turned out (the Ray backend adds a resumed study's finished trials)."""
+        self._outcomes[str(trial)] = outcome
 
     def decision(self, trial_id: str) -> DecisionRecord | None:
         """The decision made for a trial, with its reason; None before its probe step."""
@@ -284,10 +277,7 @@ class GrokForecastScheduler(FIFOScheduler):
     def _calibration(self, forecaster_key: str) -> Calibration:
         if not self.recalibrate:
             return Calibration()
-        taught = [o for o in self._outcomes.values() if o.forecaster == forecaster_key]
-        return platt_scaling(
-            [o.logit for o in taught], [o.grokked for o in taught], self.min_calibration_trials
-        )
+        return calibration_for(self._outcomes.values(), forecaster_key, self.min_calibration_trials)
 
     def _history(self, trial_id: str, config: Mapping[str, Any]) -> dict[str, Any]:
         history: dict[str, Any] = {}
