@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from grokforecast import GrokForecaster, HjorthPruner, Monitor
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.fitting import probe_history
-from grokforecast.pruning.calibration import fit_calibration, grok_label
+from grokforecast.pruning.calibration import fit_calibration, grok_label, probed_outcomes
 from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR
 from grokforecast.records import RunRecord
 
@@ -161,6 +161,27 @@ def test_recalibration_learns_from_the_studys_completed_trials() -> None:
     calibration = fit_calibration(completed, grok_label(study, 0.95), "full+hyperparameters", 6)
     assert calibration.trials == 20 and calibration.slope > 0
     assert study.trials[-1].user_attrs[DECISION_ATTR]["calibrated_on"] == 19
+
+
+def test_a_trial_that_has_grokked_by_the_probe_is_kept_whatever_the_forecast() -> None:
+    # Digits at r = 0.2, weight decay 0.03: 97 % validation accuracy by step 110, but its
+    # curves and hyperparameters are those of a non-grokker (forecast 0.19 at step 300).
+    record = load_corpus("digits_omnigrok")[22]
+    probe = round(PROBE_FRACTION * record.config["steps"])
+    history = probe_history(record, PROBE_FRACTION)
+    assert record.times.t4 < probe and history["val_acc"].max() >= 0.95
+    threshold = 0.5
+    assert GrokForecaster.pretrained("full+hyperparameters").predict_proba(history) < threshold
+    pruner = HjorthPruner(probe_step=probe, threshold=threshold, exploration=0.0, min_calibration_trials=2)
+    study = _study(None, pruner)
+    study.optimize(replay_objective([record], report_every=10), n_trials=1)
+    trial = study.trials[0]
+    decision = trial.user_attrs[DECISION_ATTR]
+    assert trial.state == TrialState.COMPLETE and decision["decision"] == "keep"
+    assert decision["probability"] < threshold and "already >= 0.95 (grokked" in decision["reason"]
+    # It ran on whatever its forecast said, so it teaches the recalibration nothing.
+    assert trial.system_attrs[PROBE_ATTR]["grokked_at_probe"] is True
+    assert probed_outcomes(study.trials, grok_label(study, 0.95)) == {}
 
 
 def test_a_nan_value_is_pruned_at_once() -> None:

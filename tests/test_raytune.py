@@ -149,6 +149,18 @@ def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) 
     assert stopping.get_state()["outcomes"] == {}
 
 
+def test_a_trial_that_has_grokked_by_the_probe_runs_on_and_teaches_nothing() -> None:
+    record = load_corpus("digits_omnigrok")[22]  # 97 % by step 110, forecast 0.19 at 300
+    probe = round(PROBE_FRACTION * record.config["steps"])
+    scheduler = GrokForecastScheduler(probe_step=probe, threshold=0.5, exploration=0.0)
+    assert _feed(scheduler, "t0", record, upto=probe)[-1] == TrialScheduler.CONTINUE
+    decision = scheduler.decision("t0")
+    assert decision.decision is Decision.KEEP and decision.probability < 0.5
+    assert "already >= 0.95 (grokked" in decision.rule
+    _finish(scheduler, "t0", record, record.config)
+    assert scheduler.get_state()["outcomes"] == {}
+
+
 def test_a_scheduler_pickled_before_it_learned_is_restored_with_the_new_defaults() -> None:
     record = load_corpus("mlp_add59")[0]
     probe = round(PROBE_FRACTION * record.config["steps"])

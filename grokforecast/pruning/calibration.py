@@ -11,15 +11,18 @@ so every worker computes the same map; the Ray scheduler keeps them with its own
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.pruning.decision import GROKKED_ATTR, PROBE_ATTR
+from grokforecast.pruning.decision import GROKKED_ATTR, PROBE_ATTR, Decision
+
+#: Key of a probe record (:data:`PROBE_ATTR`) set when the run had grokked by its probe.
+GROKKED_AT_PROBE = "grokked_at_probe"
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,21 @@ class Outcome(NamedTuple):
     grokked: bool
 
 
+def teaches(probe: Mapping[str, Any]) -> bool:
+    """Whether a probed trial that ran to its end says how forecasts turn out here: the
+    forecast let it run on (kept or explored), and it had not grokked already by its probe
+    (then it ran on whatever the forecast said, and its logit forecast nothing)."""
+    return probe["decision"] != Decision.PRUNE.value and not probe.get(GROKKED_AT_PROBE, False)
+
+
 def probed_outcomes(trials: Iterable[FrozenTrial], label: GrokLabel) -> dict[int, Outcome]:
-    """The outcomes of the completed, probed trials whose label is known, by trial number."""
+    """The outcomes of the completed, probed trials that teach (:func:`teaches`) and whose
+    label is known, by trial number."""
     outcomes = {}
     for trial in trials:
         probe = trial.system_attrs.get(PROBE_ATTR)
         grokked = label(trial) if trial.state == TrialState.COMPLETE else None
-        if probe is not None and grokked is not None:
+        if probe is not None and grokked is not None and teaches(probe):
             outcomes[trial.number] = Outcome(probe["forecaster"], float(probe["logit"]), bool(grokked))
     return outcomes
 

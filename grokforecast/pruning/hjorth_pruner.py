@@ -12,12 +12,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from grokforecast.forecast.features import HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
-from grokforecast.pruning.calibration import Calibration, fit_calibration, grok_label
+from grokforecast.pruning.calibration import GROKKED_AT_PROBE, Calibration, fit_calibration, grok_label
 from grokforecast.pruning.decision import (
     DECISION_ATTR,
     PROBE_ATTR,
     Decision,
     DecisionRecord,
+    already_grokked,
     drawn_to_explore,
 )
 from grokforecast.pruning.monitor import active_history_source
@@ -34,7 +35,9 @@ class HjorthPruner(BasePruner):
     Ordinary pruners compare validation metrics early and so stop exactly the runs that
     grok late. This pruner lets every trial run to ``probe_step``, forecasts from the
     curves so far whether it will grok (:class:`~grokforecast.GrokForecaster`), prunes it
-    there if not, and otherwise never prunes it.
+    there if not, and otherwise never prunes it. A trial whose validation accuracy (from a
+    :class:`~grokforecast.Monitor`, or ``series="val_acc"``) has already reached 0.95 by
+    the probe has grokked and is kept whatever the forecast.
 
     Example:
 
@@ -189,14 +192,21 @@ class HjorthPruner(BasePruner):
         logit = assessment.logit
         calibration = self._calibration(study, key)
         probability = calibration.probability(logit)
-        prune, rule = self._rule(study, trial, probability)
+        grokked_rule = already_grokked(history)
+        prune, rule = (False, grokked_rule) if grokked_rule else self._rule(study, trial, probability)
         decision = Decision.PRUNE if prune else Decision.KEEP
         if prune and drawn_to_explore(self.seed, trial.number, self.exploration):
             decision = Decision.EXPLORE
         study._storage.set_trial_system_attr(
             trial._trial_id,
             PROBE_ATTR,
-            {"decision": decision.value, "logit": logit, "probability": probability, "forecaster": key},
+            {
+                "decision": decision.value,
+                "logit": logit,
+                "probability": probability,
+                "forecaster": key,
+                GROKKED_AT_PROBE: grokked_rule is not None,
+            },
         )
         return DecisionRecord.of_forecast(decision, step, probability, rule, assessment, calibration.trials)
 

@@ -24,8 +24,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from grokforecast.forecast.features import CURVE_GROUPS, HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
-from grokforecast.pruning.calibration import Calibration, Outcome, calibration_for
-from grokforecast.pruning.decision import Decision, DecisionRecord, drawn_to_explore
+from grokforecast.pruning.calibration import GROKKED_AT_PROBE, Calibration, Outcome, calibration_for, teaches
+from grokforecast.pruning.decision import Decision, DecisionRecord, already_grokked, drawn_to_explore
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class GrokForecastScheduler(FIFOScheduler):
     since the previous result, which is what the paper's spectral signal is computed on.
     At the first result at or after ``probe_step`` the scheduler forecasts from everything
     collected and answers ``STOP`` (forecast below ``threshold``) or ``CONTINUE``; that
-    decision stands for the rest of the trial. The hyperparameters ``lr``,
+    decision stands for the rest of the trial. A trial whose ``val_acc`` has already
+    reached 0.95 by then has grokked and continues whatever the forecast. The hyperparameters ``lr``,
     ``weight_decay`` and ``data_fraction`` are read from the trial's config when present.
     A trial that was forecast and ran to its end teaches the scheduler how forecasts turn
     out in this experiment: it grokked when its last result says ``grokked``, or else when
@@ -207,12 +208,13 @@ class GrokForecastScheduler(FIFOScheduler):
         """Take in how a trial that ended turned out (Tune calls this with its last result).
 
         Only a trial that was forecast and not stopped by the forecast teaches anything: a
-        stopped trial's outcome is unknown. Nor does one whose loss diverged (its last
+        stopped trial's outcome is unknown, and one that had grokked by its probe ran on
+        whatever the forecast said. Nor does one whose loss diverged (its last
         result has ``diverged_at``), which the study records as pruned, as on the Optuna
         backend, whose pruner never learns from it.
         """
         probe = self._probes.get(trial_id)
-        if probe is None or probe["decision"] == Decision.PRUNE.value:
+        if probe is None or not teaches(probe):
             return
         if result.get("diverged_at") is not None:
             return
@@ -260,7 +262,10 @@ class GrokForecastScheduler(FIFOScheduler):
         logit = assessment.logit
         calibration = self._calibration(key)
         probability = calibration.probability(logit)
-        decision = Decision.PRUNE if probability < self.threshold else Decision.KEEP
+        grokked_rule = already_grokked(history)
+        rule = grokked_rule or f"threshold {self.threshold:g}"
+        stop = grokked_rule is None and probability < self.threshold
+        decision = Decision.PRUNE if stop else Decision.KEEP
         if decision is Decision.PRUNE and drawn_to_explore(
             self.seed, _trial_key(trial_id, config), self.exploration
         ):
@@ -270,8 +275,8 @@ class GrokForecastScheduler(FIFOScheduler):
             "logit": logit,
             "probability": probability,
             "forecaster": key,
+            GROKKED_AT_PROBE: grokked_rule is not None,
         }
-        rule = f"threshold {self.threshold:g}"
         return DecisionRecord.of_forecast(decision, step, probability, rule, assessment, calibration.trials)
 
     def _calibration(self, forecaster_key: str) -> Calibration:
