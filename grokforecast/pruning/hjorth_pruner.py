@@ -77,9 +77,9 @@ class HjorthPruner(BasePruner):
             else the one for ``series`` alone).
         threshold:
             Prune when the forecast P(grok) is below this (ignored with ``keep_top``).
-            The default 0.2 kept 97-100 % of the grokking runs of every shipped corpus at
-            1.2x the oracle's compute in the replay benchmark; 0.5 spends about 1.05x and
-            keeps 91-99 % (BENCHMARKS.md).
+            In the replay benchmark on the shipped corpora (in-sample) the default 0.2
+            kept 93-100 % of the grokking runs at 1.06-1.25x the oracle's compute; 0.5
+            kept 91-100 % at 1.00-1.19x (BENCHMARKS.md).
         keep_top:
             If given, prune when the trial's forecast ranks below this fraction of the
             trials probed so far in the study (itself included); until ``n_min_probed``
