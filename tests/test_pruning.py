@@ -172,7 +172,7 @@ def test_a_trial_that_has_grokked_by_the_probe_is_kept_whatever_the_forecast() -
     assert record.times.t4 < probe and history["val_acc"].max() >= 0.95
     threshold = 0.5
     assert GrokForecaster.pretrained("full+hyperparameters").predict_proba(history) < threshold
-    pruner = HjorthPruner(probe_step=probe, threshold=threshold, exploration=0.0, min_calibration_trials=2)
+    pruner = HjorthPruner(probe_step=probe, threshold=threshold, exploration=0.0)
     study = _study(None, pruner)
     study.optimize(replay_objective([record], report_every=10), n_trials=1)
     trial = study.trials[0]

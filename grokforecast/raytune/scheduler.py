@@ -47,8 +47,9 @@ class GrokForecastScheduler(FIFOScheduler):
     At the first result at or after ``probe_step`` the scheduler forecasts from everything
     collected and answers ``STOP`` (forecast below ``threshold``) or ``CONTINUE``; that
     decision stands for the rest of the trial. A trial whose ``val_acc`` has already
-    reached 0.95 by then has grokked and continues whatever the forecast. The hyperparameters ``lr``,
-    ``weight_decay`` and ``data_fraction`` are read from the trial's config when present.
+    reached 0.95 by then has grokked and continues whatever the forecast. The
+    hyperparameters ``lr``, ``weight_decay`` and ``data_fraction`` are read from the
+    trial's config when present.
     A trial that was forecast and ran to its end teaches the scheduler how forecasts turn
     out in this experiment: it grokked when its last result says ``grokked``, or else when
     ``grok_metric`` reached ``grok_value`` in one of its results.
