@@ -19,10 +19,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.pruning.decision import GROKKED_ATTR, PROBE_ATTR, Decision
-
-#: Key of a probe record (:data:`PROBE_ATTR`) set when the run had grokked by its probe.
-GROKKED_AT_PROBE = "grokked_at_probe"
+from grokforecast.pruning.decision import GROKKED_AT_PROBE, GROKKED_ATTR, PROBE_ATTR, Decision
 
 
 @dataclass(frozen=True)

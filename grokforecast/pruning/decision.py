@@ -41,6 +41,8 @@ DECISION_ATTR = "grokforecast_decision"
 PROBE_ATTR = "grokforecast:probe"
 #: User attribute an objective may set to say whether the finished trial grokked.
 GROKKED_ATTR = "grokked"
+#: Key of a probe record (:data:`PROBE_ATTR`) set when the run had grokked by its probe.
+GROKKED_AT_PROBE = "grokked_at_probe"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,29 @@ class DecisionRecord:
             f"{self.decision.value} at step {self.step}: P(grok) = {self.probability:.3f} against "
             f"{self.rule}; main features (logit contributions): {features}"
         )
+
+
+def probe_record(
+    decision: Decision, logit: float, probability: float, forecaster: str, grokked_at_probe: bool
+) -> dict[str, Any]:
+    """What a stopper keeps of a forecast at the probe (the Optuna pruner in the trial's
+    :data:`PROBE_ATTR`, the Ray scheduler in its state): what later trials and the
+    recalibration need."""
+    return {
+        "decision": decision.value,
+        "logit": logit,
+        "probability": probability,
+        "forecaster": forecaster,
+        GROKKED_AT_PROBE: grokked_at_probe,
+    }
+
+
+def settled(prune: bool, seed: int, trial: int | str, exploration: float) -> Decision:
+    """``KEEP`` or ``PRUNE`` as the rule says, or ``EXPLORE`` when a trial the rule would
+    prune is drawn to run on (:func:`drawn_to_explore`)."""
+    if not prune:
+        return Decision.KEEP
+    return Decision.EXPLORE if drawn_to_explore(seed, trial, exploration) else Decision.PRUNE
 
 
 def drawn_to_explore(seed: int, trial: int | str, exploration: float) -> bool:

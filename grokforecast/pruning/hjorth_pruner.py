@@ -12,14 +12,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from grokforecast.forecast.features import HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
-from grokforecast.pruning.calibration import GROKKED_AT_PROBE, Calibration, fit_calibration, grok_label
+from grokforecast.pruning.calibration import Calibration, fit_calibration, grok_label
 from grokforecast.pruning.decision import (
     DECISION_ATTR,
     PROBE_ATTR,
     Decision,
     DecisionRecord,
     already_grokked,
-    drawn_to_explore,
+    probe_record,
+    settled,
 )
 from grokforecast.pruning.monitor import active_history_source
 
@@ -194,19 +195,11 @@ class HjorthPruner(BasePruner):
         probability = calibration.probability(logit)
         grokked_rule = already_grokked(history)
         prune, rule = (False, grokked_rule) if grokked_rule else self._rule(study, trial, probability)
-        decision = Decision.PRUNE if prune else Decision.KEEP
-        if prune and drawn_to_explore(self.seed, trial.number, self.exploration):
-            decision = Decision.EXPLORE
+        decision = settled(prune, self.seed, trial.number, self.exploration)
         study._storage.set_trial_system_attr(
             trial._trial_id,
             PROBE_ATTR,
-            {
-                "decision": decision.value,
-                "logit": logit,
-                "probability": probability,
-                "forecaster": key,
-                GROKKED_AT_PROBE: grokked_rule is not None,
-            },
+            probe_record(decision, logit, probability, key, grokked_at_probe=grokked_rule is not None),
         )
         return DecisionRecord.of_forecast(decision, step, probability, rule, assessment, calibration.trials)
 

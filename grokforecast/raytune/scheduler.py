@@ -24,8 +24,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from grokforecast.forecast.features import CURVE_GROUPS, HYPERPARAMETERS
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
-from grokforecast.pruning.calibration import GROKKED_AT_PROBE, Calibration, Outcome, calibration_for, teaches
-from grokforecast.pruning.decision import Decision, DecisionRecord, already_grokked, drawn_to_explore
+from grokforecast.pruning.calibration import Calibration, Outcome, calibration_for, teaches
+from grokforecast.pruning.decision import Decision, DecisionRecord, already_grokked, probe_record, settled
 
 logger = logging.getLogger(__name__)
 
@@ -266,18 +266,10 @@ class GrokForecastScheduler(FIFOScheduler):
         grokked_rule = already_grokked(history)
         rule = grokked_rule or f"threshold {self.threshold:g}"
         stop = grokked_rule is None and probability < self.threshold
-        decision = Decision.PRUNE if stop else Decision.KEEP
-        if decision is Decision.PRUNE and drawn_to_explore(
-            self.seed, _trial_key(trial_id, config), self.exploration
-        ):
-            decision = Decision.EXPLORE
-        self._probes[trial_id] = {
-            "decision": decision.value,
-            "logit": logit,
-            "probability": probability,
-            "forecaster": key,
-            GROKKED_AT_PROBE: grokked_rule is not None,
-        }
+        decision = settled(stop, self.seed, _trial_key(trial_id, config), self.exploration)
+        self._probes[trial_id] = probe_record(
+            decision, logit, probability, key, grokked_at_probe=grokked_rule is not None
+        )
         return DecisionRecord.of_forecast(decision, step, probability, rule, assessment, calibration.trials)
 
     def _calibration(self, forecaster_key: str) -> Calibration:
