@@ -10,6 +10,7 @@ neither torch nor Optuna until a name that uses them is touched::
     gf.fit_grok_time(r, t)               # t4(r) = a * r**-gamma + b
     gf.HjorthPruner(probe_step=300)      # an Optuna pruner
     gf.Monitor(trial)                    # buffers a trial's curves, reports at a stride
+    gf.GrokForecastScheduler(probe_step=300)  # the same policy as a Ray Tune scheduler (imports Ray)
 """
 
 from __future__ import annotations
@@ -26,15 +27,19 @@ _PUBLIC = {
     "GrokForecaster": "grokforecast.forecast.forecaster",
     "fit_grok_time": "grokforecast.forecast.grok_time",
     "GrokTimeLaw": "grokforecast.forecast.grok_time",
-    "HjorthPruner": "grokforecast.pruning.hjorth_pruner",
-    "Monitor": "grokforecast.pruning.monitor",
-    "Decision": "grokforecast.pruning.decision",
+    "HjorthPruner": "grokforecast.backends.optuna.pruner",
+    "Monitor": "grokforecast.backends.optuna.monitor",
+    "GrokForecastScheduler": "grokforecast.backends.ray.scheduler",
+    "Decision": "grokforecast.core.decision",
+    "History": "grokforecast.history",
 }
 
 __all__ = [
     "Decision",
+    "GrokForecastScheduler",
     "GrokForecaster",
     "GrokTimeLaw",
+    "History",
     "Hjorth",
     "HjorthPruner",
     "Monitor",
@@ -45,11 +50,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from grokforecast.backends.optuna.monitor import Monitor
+    from grokforecast.backends.optuna.pruner import HjorthPruner
+    from grokforecast.backends.ray.scheduler import GrokForecastScheduler
+    from grokforecast.core.decision import Decision
     from grokforecast.forecast.forecaster import GrokForecaster
     from grokforecast.forecast.grok_time import GrokTimeLaw, fit_grok_time
-    from grokforecast.pruning.decision import Decision
-    from grokforecast.pruning.hjorth_pruner import HjorthPruner
-    from grokforecast.pruning.monitor import Monitor
+    from grokforecast.history import History
     from grokforecast.spectral import Hjorth, hjorth, loss_signature
 
 

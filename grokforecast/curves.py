@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 
-#: Validation accuracy a run must reach to count as generalized (papers.md: >= 95 %).
-DEFAULT_GROK_THRESHOLD = 0.95
+from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD
 
 
 @dataclass
@@ -49,30 +48,10 @@ class Curves:
     def from_dict(cls, data: dict[str, Any]) -> Curves:
         return cls(**{name: list(values) for name, values in data.items()})
 
-    def as_history(self, until: int | None = None) -> dict[str, np.ndarray]:
-        """The forecaster's history format: everything measured up to and at step ``until``.
-
-        Per-step series come without a steps array (their steps are ``0..n-1``); each
-        evaluation series comes with ``<name>_steps``. This is what a live objective has
-        seen when it asks the pruner at step ``until``.
-        """
-        n = self.steps if until is None else min(until + 1, self.steps)
-        history: dict[str, np.ndarray] = {
-            "train_loss": np.asarray(self.train_loss[:n], dtype=float),
-            "train_acc": np.asarray(self.train_acc[:n], dtype=float),
-        }
-        eval_steps = np.asarray(self.eval_steps, dtype=int)
-        keep = eval_steps <= until if until is not None else np.ones(len(eval_steps), bool)
-        for name in ("val_loss", "val_acc", "weight_norm"):
-            values = np.asarray(getattr(self, name), dtype=float)
-            history[name] = values[keep]
-            history[f"{name}_steps"] = eval_steps[keep]
-        return history
-
 
 @dataclass(frozen=True)
 class GrokTimes:
-    """Grokking times of papers.md section 1.
+    """Grokking times (docs/science.md, section 1).
 
     ``t2``: first step at which the whole training set is classified correctly.
     ``t4``: first evaluated step with validation accuracy >= the threshold (the grok step).

@@ -16,6 +16,7 @@ from typing import Any
 
 from grokforecast.curves import Curves, GrokTimes, grok_times
 from grokforecast.errors import GrokforecastError
+from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD
 
 
 @dataclass
@@ -30,7 +31,7 @@ class RunRecord:
 
     @property
     def times(self) -> GrokTimes:
-        return grok_times(self.curves, self.config.get("grok_threshold", 0.95))
+        return grok_times(self.curves, self.config.get("grok_threshold", DEFAULT_GROK_THRESHOLD))
 
     @property
     def grokked(self) -> bool:

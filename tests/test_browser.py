@@ -20,7 +20,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from grokforecast.sweep.driver import SweepPlan, create_study, run_worker
+from grokforecast.backends.optuna.workers import run_worker
+from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.study import create_study
 from studies import GROKFORECAST, study_text, write_study
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -44,7 +46,7 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         if threshold == 0.0:
             for fraction in (0.7, 0.8):  # these grok near step 290
                 study.enqueue_trial({"lr": 3e-2, "weight_decay": 1.0, "data_fraction": fraction})
-        run_worker(str(path), url)
+        run_worker(SweepPlan.load(path, url))
     return url
 
 

@@ -1,6 +1,7 @@
 import numpy as np
 
 from grokforecast.curves import Curves, grok_times
+from grokforecast.history import History
 
 
 def _curves(**series) -> Curves:
@@ -43,7 +44,7 @@ def test_history_is_cut_at_the_probe_step() -> None:
         val_acc=[0.0, 0.0, 0.1],
         weight_norm=[5.0, 4.0, 3.0],
     )
-    history = curves.as_history(until=2)
+    history = History.from_curves(curves, until=2)
     np.testing.assert_array_equal(history["train_loss"], [3.0, 2.0, 1.0])
     np.testing.assert_array_equal(history["val_loss_steps"], [0, 2])
     np.testing.assert_array_equal(history["weight_norm"], [5.0, 4.0])

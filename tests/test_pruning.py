@@ -7,17 +7,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from grokforecast import GrokForecaster, HjorthPruner, Monitor
+from grokforecast.core.calibration import calibration_for
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.fitting import probe_history
-from grokforecast.pruning.calibration import fit_calibration, grok_label, probed_outcomes
-from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR
 from grokforecast.records import RunRecord
+from grokforecast.sweep.outcomes import grok_label, probed_outcomes
+from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PROBE_FRACTION = 0.1
@@ -83,7 +83,7 @@ def test_forecast_negative_trials_are_pruned_at_the_probe_step_and_never_before(
     outcomes = set()
     for trial in study.trials:
         record = records[trial.number]
-        expected = forecaster.predict_proba(probe_history(record, PROBE_FRACTION)) < pruner.threshold
+        expected = forecaster.predict_proba(probe_history(record, PROBE_FRACTION)) < pruner.settings.threshold
         decision = trial.user_attrs[DECISION_ATTR]
         assert decision["step"] == probe and decision["probability"] == pytest.approx(
             forecaster.predict_proba(probe_history(record, PROBE_FRACTION))
@@ -136,15 +136,6 @@ def test_plain_intermediate_values_of_each_series_are_forecast() -> None:
         assert study.trials[0].system_attrs[PROBE_ATTR]["forecaster"] == series
 
 
-def test_keep_top_keeps_the_best_ranked_fraction_after_warm_up() -> None:
-    pruner = HjorthPruner(probe_step=60, keep_top=0.5, n_min_probed=4, exploration=0.0, recalibrate=False)
-    study = _study(None, pruner)
-    study.optimize(replay_objective(RECORDS[:16]), n_trials=16)
-    decisions = [t.user_attrs[DECISION_ATTR] for t in study.trials]
-    assert all(d["decision"] == "keep" and "warm-up" in d["rule"] for d in decisions[:3])
-    assert {d["decision"] for d in decisions[3:]} == {"keep", "prune"}
-
-
 def test_exploration_runs_some_forecast_negative_trials_to_the_end() -> None:
     pruner = HjorthPruner(probe_step=60, threshold=1.0, exploration=1.0, recalibrate=False)
     study = _study(None, pruner)
@@ -158,30 +149,10 @@ def test_recalibration_learns_from_the_studys_completed_trials() -> None:
     study = _study(None, pruner)
     study.optimize(replay_objective(RECORDS[:20]), n_trials=20)
     completed = study.get_trials(states=(TrialState.COMPLETE,))
-    calibration = fit_calibration(completed, grok_label(study, 0.95), "full+hyperparameters", 6)
+    outcomes = probed_outcomes(completed, grok_label(study, 0.95)).values()
+    calibration = calibration_for(outcomes, "full+hyperparameters", 6)
     assert calibration.trials == 20 and calibration.slope > 0
     assert study.trials[-1].user_attrs[DECISION_ATTR]["calibrated_on"] == 19
-
-
-def test_a_trial_that_has_grokked_by_the_probe_is_kept_whatever_the_forecast() -> None:
-    # Digits at r = 0.2, weight decay 0.03: 97 % validation accuracy by step 110, but its
-    # curves and hyperparameters are those of a non-grokker (forecast 0.19 at step 300).
-    record = load_corpus("digits_omnigrok")[22]
-    probe = round(PROBE_FRACTION * record.config["steps"])
-    history = probe_history(record, PROBE_FRACTION)
-    assert record.times.t4 < probe and history["val_acc"].max() >= 0.95
-    threshold = 0.5
-    assert GrokForecaster.pretrained("full+hyperparameters").predict_proba(history) < threshold
-    pruner = HjorthPruner(probe_step=probe, threshold=threshold, exploration=0.0)
-    study = _study(None, pruner)
-    study.optimize(replay_objective([record], report_every=10), n_trials=1)
-    trial = study.trials[0]
-    decision = trial.user_attrs[DECISION_ATTR]
-    assert trial.state == TrialState.COMPLETE and decision["decision"] == "keep"
-    assert decision["probability"] < threshold and "already >= 0.95 (grokked" in decision["reason"]
-    # It ran on whatever its forecast said, so it teaches the recalibration nothing.
-    assert trial.system_attrs[PROBE_ATTR]["grokked_at_probe"] is True
-    assert probed_outcomes(study.trials, grok_label(study, 0.95)) == {}
 
 
 def test_a_nan_value_is_pruned_at_once() -> None:
@@ -195,53 +166,9 @@ def test_a_nan_value_is_pruned_at_once() -> None:
         return 0.0
 
     study.optimize(objective, n_trials=1)
-    assert study.trials[0].state == TrialState.PRUNED and study.trials[0].last_step == 1
-
-
-def test_too_few_reports_by_the_probe_step_is_a_clear_error() -> None:
-    study = optuna.create_study(pruner=HjorthPruner(probe_step=2))
-
-    def objective(trial: optuna.Trial) -> float:
-        for step in range(5):
-            trial.report(1.0 / (step + 1), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return 0.0
-
-    with pytest.raises(
-        ValueError,
-        match=r"cannot forecast trial 0 at step 2: train_loss has 3 points; .* "
-        "report more often or raise probe_step",
-    ):
-        study.optimize(objective, n_trials=1)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"probe_step": 0}, "probe_step must be at least 1 but got 0"),
-        ({"series": "accuracy"}, "series must be one of"),
-        ({"threshold": 1.5}, "threshold must lie in \\[0, 1\\] but got 1.5"),
-        ({"keep_top": 0.0}, "keep_top must lie in \\(0, 1\\] but got 0.0"),
-        ({"exploration": -0.1}, "exploration must lie in \\[0, 1\\] but got -0.1"),
-        ({"n_min_probed": 0}, "n_min_probed must be at least 1 but got 0"),
-        ({"min_calibration_trials": 1}, "min_calibration_trials must be at least 2 but got 1"),
-        ({"hyperparameters": {"lr": "lr"}}, "hyperparameters must map exactly"),
-        ({"forecaster": GrokForecaster()}, "forecaster is not fitted"),
-    ],
-)
-def test_bad_arguments_name_the_value(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        HjorthPruner(**{"probe_step": 10, **kwargs})
-
-
-def test_the_probability_is_monotone_in_the_stored_logit() -> None:
-    assert np.all(
-        np.diff(
-            [
-                HjorthPruner(probe_step=1)._calibration(optuna.create_study(), "full").probability(z)
-                for z in (-3.0, 0.0, 3.0)
-            ]
-        )
-        > 0
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and trial.last_step == 1
+    assert (
+        trial.user_attrs[DECISION_ATTR]["reason"]
+        == "prune at step 1: diverged: non-finite train_loss at step 1"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -18,51 +17,29 @@ import ray
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 from ray.tune.schedulers import TrialScheduler
+from recorded import results
 
+from grokforecast.backends.optuna.workers import make_pruner
+from grokforecast.backends.ray import GrokForecastScheduler
+from grokforecast.backends.ray.runner import forecast_scheduler, run_ray_sweep
+from grokforecast.core.calibration import platt_scaling
+from grokforecast.core.decision import Decision, DecisionRecord, drawn_to_explore
+from grokforecast.core.policy import PolicySettings
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.fitting import probe_history
 from grokforecast.forecast.forecaster import GrokForecaster
-from grokforecast.pruning.calibration import platt_scaling
-from grokforecast.pruning.decision import (
-    DECISION_ATTR,
-    PROBE_ATTR,
-    Decision,
-    DecisionRecord,
-    drawn_to_explore,
-)
-from grokforecast.raytune import GrokForecastScheduler
-from grokforecast.raytune.backend import forecast_scheduler, run_ray_sweep
-from grokforecast.raytune.scheduler import TRIAL_NUMBER
 from grokforecast.records import RunRecord
-from grokforecast.sweep.driver import SweepPlan
+from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage, read_curves
+from grokforecast.sweep.study import create_study
+from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR, TRIAL_NUMBER
 from studies import GROKFORECAST, study_text, write_study
 
 PROBE_FRACTION = 0.1
 
 
-def _results(record: RunRecord) -> list[dict]:
-    """The results grokforecast's trainable would have reported for a corpus run: one per
-    evaluation, with the dense training curves since the previous one."""
-    curves = record.curves
-    results = []
-    for index, step in enumerate(int(s) for s in curves.eval_steps):
-        previous = int(curves.eval_steps[index - 1]) if index else 0
-        results.append(
-            {
-                "step": step,
-                "train_loss_interval": curves.train_loss[previous:step],
-                "train_acc_interval": curves.train_acc[previous:step],
-                "val_loss": curves.val_loss[index],
-                "val_acc": curves.val_acc[index],
-                "weight_norm": curves.weight_norm[index],
-            }
-        )
-    return results
-
-
 def _feed(scheduler: GrokForecastScheduler, trial_id: str, record: RunRecord, upto: int) -> list[str]:
-    return [scheduler.decide(trial_id, r, record.config) for r in _results(record) if r["step"] <= upto]
+    return [scheduler.decide(trial_id, r, record.config) for r in results(record) if r["step"] <= upto]
 
 
 def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: Path) -> None:
@@ -84,7 +61,7 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
         decision = scheduler.decision(f"t{i}")
         assert decision is not None and decision.step == probe
         assert decision.probability == pytest.approx(expected, abs=1e-9)
-        assert (decision.decision is Decision.KEEP) == (expected >= scheduler.threshold)
+        assert (decision.decision is Decision.KEEP) == (expected >= scheduler.settings.threshold)
         assert answers[-1] == _answer_for(decision)
 
     # Saved and restored (as a restored Tune experiment does), the decisions stand.
@@ -103,7 +80,7 @@ def _answer_for(decision: DecisionRecord) -> str:
 
 def _finish(scheduler: GrokForecastScheduler, trial_id: str, record: RunRecord, config: dict) -> None:
     """Report every result of ``record`` and end the trial, as Tune does for a trial run out."""
-    for result in _results(record):
+    for result in results(record):
         scheduler.decide(trial_id, result, config)
     scheduler.learn(trial_id, {"step": record.config["steps"]}, config)
 
@@ -121,14 +98,14 @@ def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) 
         str(i): r.grokked for i, r in enumerate(records[:12])
     }
     assert {r.grokked for r in records[:12]} == {True, False}
-    logits = [scheduler.probe(f"t{i}")["logit"] for i in range(12)]
+    logits = [scheduler.probe(f"t{i}").logit for i in range(12)]
     expected = platt_scaling(logits, [r.grokked for r in records[:12]], min_trials=10)
     assert expected.trials == 12 and expected.slope != 1.0
 
     _feed(scheduler, "next", records[12], upto=probe)
     decision, probe_record = scheduler.decision("next"), scheduler.probe("next")
     assert decision.calibrated_on == 12
-    assert decision.probability == pytest.approx(expected.probability(probe_record["logit"]))
+    assert decision.probability == pytest.approx(expected.probability(probe_record.logit))
 
     # A restored experiment's scheduler has learned the same.
     scheduler.save(str(tmp_path / "scheduler.pkl"))
@@ -149,40 +126,6 @@ def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) 
     assert stopping.get_state()["outcomes"] == {}
 
 
-def test_a_trial_that_has_grokked_by_the_probe_runs_on_and_teaches_nothing() -> None:
-    record = load_corpus("digits_omnigrok")[22]  # 97 % by step 110, forecast 0.19 at 300
-    probe = round(PROBE_FRACTION * record.config["steps"])
-    scheduler = GrokForecastScheduler(probe_step=probe, threshold=0.5, exploration=0.0)
-    assert _feed(scheduler, "t0", record, upto=probe)[-1] == TrialScheduler.CONTINUE
-    decision = scheduler.decision("t0")
-    assert decision.decision is Decision.KEEP and decision.probability < 0.5
-    assert "already >= 0.95 (grokked" in decision.rule
-    _finish(scheduler, "t0", record, record.config)
-    assert scheduler.get_state()["outcomes"] == {}
-
-
-def test_a_scheduler_pickled_before_it_learned_is_restored_with_the_new_defaults() -> None:
-    record = load_corpus("mlp_add59")[0]
-    probe = round(PROBE_FRACTION * record.config["steps"])
-    old = GrokForecastScheduler(probe_step=probe, threshold=0.3).__getstate__()
-    for later in ("exploration", "recalibrate", "min_calibration_trials", "_outcomes", "_reached_grok_value"):
-        del old[later]  # what a scheduler of an earlier grokforecast carried
-    restored = pickle.loads(pickle.dumps(_Pickled(old)))
-    assert restored.threshold == 0.3 and restored.exploration == 0.05
-    _finish(restored, "t0", record, record.config)
-    assert restored.decision("t0").step == probe
-
-
-class _Pickled:
-    """Unpickles as a GrokForecastScheduler with exactly ``state``."""
-
-    def __init__(self, state: dict) -> None:
-        self.state = state
-
-    def __reduce__(self) -> tuple:
-        return (object.__new__, (GrokForecastScheduler,), self.state)
-
-
 def test_the_scheduler_explores_the_trials_the_optuna_pruner_explores() -> None:
     record = load_corpus("mlp_add59")[0]
     probe = round(PROBE_FRACTION * record.config["steps"])
@@ -195,7 +138,7 @@ def test_the_scheduler_explores_the_trials_the_optuna_pruner_explores() -> None:
             explored.add(number)
     # Not the trial's Tune id but its Optuna trial number, which the Optuna pruner draws by.
     config = {**record.config, TRIAL_NUMBER: 3}
-    for result in _results(record):
+    for result in results(record):
         if result["step"] <= probe:
             scheduler.decide("renamed", result, config)
     assert (scheduler.decision("renamed").decision is Decision.EXPLORE) == drawn_to_explore(7, 3, 0.3)
@@ -221,32 +164,9 @@ def test_a_resumed_ray_sweep_recalibrates_on_the_studys_finished_trials(tmp_path
     assert outcomes == {"0": ("full", 0.0, True), "1": ("full", 1.0, False)}
 
 
-def test_a_trial_that_cannot_be_forecast_is_kept_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
-    record = load_corpus("mlp_add59")[0]
-    scheduler = GrokForecastScheduler(probe_step=10)  # ten training-loss points: too short
-    answers = [scheduler.decide("short", r, record.config) for r in _results(record)[:2]]
-    assert answers == [TrialScheduler.CONTINUE, TrialScheduler.CONTINUE]
-    decision = scheduler.decision("short")
-    assert decision is not None and decision.step == 10 and decision.rule.startswith("no forecast (")
-    assert "keeps trial short without a forecast" in caplog.text
-
-
-def test_the_scheduler_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="probe_step=0"):
-        GrokForecastScheduler(probe_step=0)
-    with pytest.raises(ValueError, match=r"threshold=1\.5"):
-        GrokForecastScheduler(probe_step=10, threshold=1.5)
-    with pytest.raises(ValueError, match="series='loss'"):
-        GrokForecastScheduler(probe_step=10, series="loss")
-    with pytest.raises(ValueError, match=r"exploration=-0\.1"):
-        GrokForecastScheduler(probe_step=10, exploration=-0.1)
-    with pytest.raises(ValueError, match="min_calibration_trials=1"):
-        GrokForecastScheduler(probe_step=10, min_calibration_trials=1)
-
-
 def test_importing_grokforecast_and_the_optuna_path_does_not_import_ray() -> None:
     code = (
-        "import sys, grokforecast; from grokforecast.sweep.run import run_sweep; "
+        "import sys, grokforecast; from grokforecast.launch import run_sweep; "
         "from grokforecast.cli import main; assert 'ray' not in sys.modules, 'ray imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -256,7 +176,7 @@ def test_without_ray_the_ray_backend_is_one_line_naming_the_install() -> None:
     code = (
         "import sys; sys.modules['ray'] = None\n"  # what an environment without Ray looks like
         "from grokforecast.errors import GrokforecastError\n"
-        "try:\n    import grokforecast.raytune.backend\n"
+        "try:\n    import grokforecast.backends.ray.runner\n"
         "except GrokforecastError as error:\n    print(error)"
     )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -297,7 +217,7 @@ def test_a_sweep_on_a_two_node_cluster_records_pruned_and_complete_trials(
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
     try:
         cluster.add_node(num_cpus=1)
-        run_ray_sweep(plan, address=cluster.address)
+        run_ray_sweep(plan, create_study(plan), address=cluster.address)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     finally:
         ray.shutdown()
@@ -347,13 +267,8 @@ def test_an_interrupted_ray_sweep_is_restored_and_every_trial_settled(in_tmp: Pa
     assert any(t.user_attrs.get("resumed_from", {}).get("step", 0) >= 200 for t in trials)
 
 
-@pytest.mark.parametrize(
-    ("setting", "message"), [("keep_top = 0.5", "pruner.keep_top"), ('kind = "median"', "pruner.kind")]
-)
-def test_pruner_settings_only_the_optuna_backend_has_are_refused_in_one_line(
-    tmp_path: Path, setting: str, message: str
-) -> None:
-    text = study_text("refused").replace("[pruner]\n", f"[pruner]\n{setting}\n")
+def test_the_median_pruner_only_the_optuna_backend_has_is_refused_in_one_line(tmp_path: Path) -> None:
+    text = study_text("refused").replace("[pruner]\n", '[pruner]\nkind = "median"\n')
     path = write_study(tmp_path, text)
     shown = subprocess.run(
         [
@@ -369,4 +284,18 @@ def test_pruner_settings_only_the_optuna_backend_has_are_refused_in_one_line(
         text=True,
     )
     assert shown.returncode != 0 and shown.stderr.count("\n") == 1, shown.stderr
-    assert message in shown.stderr and "--backend optuna" in shown.stderr
+    assert "pruner.kind" in shown.stderr and "--backend optuna" in shown.stderr
+
+
+def test_the_study_files_pruner_and_grok_threshold_reach_both_stoppers_alike(tmp_path: Path) -> None:
+    text = (
+        study_text("settings")
+        .replace('device = "cpu"', 'device = "cpu"\ngrok_threshold = 0.9')
+        .replace("threshold = 0.5", "threshold = 0.3\nkeep_top = 0.4\nseed = 5")
+    )
+    plan = SweepPlan.load(write_study(tmp_path, text), f"sqlite:///{tmp_path / 's.db'}")
+    expected = PolicySettings(
+        probe_step=40, threshold=0.3, keep_top=0.4, exploration=0.0, grok_threshold=0.9, seed=5
+    )
+    assert make_pruner(plan.spec).settings == expected
+    assert forecast_scheduler(plan, optuna.create_study()).settings == expected

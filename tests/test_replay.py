@@ -11,6 +11,7 @@ import pytest
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
 
+from grokforecast.backends.optuna.monitor import active_history_source
 from grokforecast.bench.replay import (
     RECORD_PARAM,
     Budget,
@@ -23,7 +24,7 @@ from grokforecast.bench.replay import (
 )
 from grokforecast.bench.replay_report import markdown_table, write_figure
 from grokforecast.corpus import load_corpus
-from grokforecast.pruning.monitor import active_history_source
+from grokforecast.history import History
 from studies import GROKFORECAST
 
 CORPUS = "quadratic_add97"  # the cheapest shipped corpus: 600-step runs
@@ -68,7 +69,7 @@ def test_a_replayed_trial_reports_the_recorded_values_and_curves(records) -> Non
     assert trial.value == curves.val_acc[-1] and trial.user_attrs["steps_trained"] == budget.full
     # At the probe the pruner sees exactly the recorded history up to the probe step.
     seen = recorder.seen[0][budget.probe]
-    expected = curves.as_history(until=budget.probe)
+    expected = History.from_curves(curves, until=budget.probe)
     for name in ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"):
         np.testing.assert_array_equal(seen[name], expected[name])
     np.testing.assert_array_equal(seen["val_acc_steps"], expected["val_acc_steps"])

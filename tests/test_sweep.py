@@ -16,12 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 from optuna.trial import TrialState
 
+from grokforecast.backends.optuna.workers import retry_interrupted, run_worker
 from grokforecast.errors import ConfigError, GrokforecastError
-from grokforecast.pruning.decision import DECISION_ATTR
-from grokforecast.sweep.driver import SweepPlan, create_study, retry_interrupted, run_worker
+from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.spec import load_study_spec
 from grokforecast.sweep.storage import open_storage, read_curves, write_curve_segment
+from grokforecast.sweep.study import create_study
 from grokforecast.sweep.summary import report_text, summarize
+from grokforecast.vocabulary import DECISION_ATTR
 from studies import GROKFORECAST, study_text, write_study
 
 # -- study files ---------------------------------------------------------------------------
@@ -49,6 +51,11 @@ from studies import GROKFORECAST, study_text, write_study
         (('kind = "random"', 'kind = "grid"'), "the grid sampler needs search.lr.grid"),
         (("p = 23", "p = 22, op = 'x/y'"), "study.toml: "),
         (("[budget]", "[budget\n"), "is not valid TOML"),
+        (("threshold = 0.5", "threshold = 1.5"), r"pruner: threshold=1.5 must lie in \[0, 1\]"),
+        (
+            ("[search]", "[search]\ngrok_threshold = { low = 0.9, high = 0.99 }"),
+            "search.grok_threshold labels outcomes and cannot be searched; set it in \\[train\\]",
+        ),
     ],
 )
 def test_a_bad_study_file_is_one_line_naming_file_and_key(
@@ -116,7 +123,7 @@ def _plan(tmp_path: Path, storage_url: str | None, **kwargs) -> SweepPlan:
 def test_a_sweep_prunes_at_the_probe_and_stores_every_curve_once(in_tmp: Path, storage_url: str) -> None:
     plan = _plan(in_tmp, storage_url, n_trials=3, threshold=1.0)  # every forecast is below 1
     create_study(plan)
-    run_worker(str(plan.spec_path), plan.storage_url)
+    run_worker(plan)
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 3
     storage = open_storage(plan.storage_url)
@@ -135,7 +142,7 @@ def test_a_sweep_prunes_at_the_probe_and_stores_every_curve_once(in_tmp: Path, s
 def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_url: str) -> None:
     plan = _plan(in_tmp, storage_url, n_trials=2, threshold=0.0)
     create_study(plan)
-    run_worker(str(plan.spec_path), plan.storage_url)
+    run_worker(plan)
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
     for trial in study.trials:
@@ -160,7 +167,7 @@ def test_a_trial_that_held_the_threshold_ends_early(in_tmp: Path) -> None:
     )
     plan = SweepPlan.load(write_study(in_tmp, text), f"sqlite:///{in_tmp / 'hold.db'}")
     create_study(plan)
-    run_worker(str(plan.spec_path), plan.storage_url)
+    run_worker(plan)
     trial = optuna.load_study(study_name="hold", storage=plan.storage_url).trials[0]
     assert trial.user_attrs["grokked"] and trial.user_attrs["stopped"] == "held"
     assert trial.user_attrs["t4"] + 50 <= trial.user_attrs["steps_trained"] < 3000
@@ -233,7 +240,7 @@ def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     assert retry_interrupted(study, max_retry=3) == 1
     assert retry_interrupted(study, max_retry=3) == 0  # queued once, not twice
-    run_worker(str(plan.spec_path), plan.storage_url)
+    run_worker(plan)
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].user_attrs["resumed_from"]["step"] >= plan.spec.budget.probe_steps
@@ -290,7 +297,7 @@ def test_status_studies_export_and_optuna_dashboard_read_the_study(in_tmp: Path)
 
     plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'read.db'}", n_trials=2, threshold=1.0)
     create_study(plan)
-    run_worker(str(plan.spec_path), plan.storage_url)
+    run_worker(plan)
 
     status = subprocess.run(
         [*GROKFORECAST, "status", str(plan.spec_path), "--storage", plan.storage_url],
@@ -351,7 +358,7 @@ def test_a_study_can_prune_with_optunas_median_pruner_on_validation_accuracy(in_
     study.enqueue_trial({"lr": 3e-2, "weight_decay": 1.0, "data_fraction": 0.8})
     for _ in range(3):
         study.enqueue_trial({"lr": 1e-3, "weight_decay": 0.1, "data_fraction": 0.3})  # learns little
-    run_worker(str(plan.spec_path), plan.storage_url)
+    run_worker(plan)
 
     trials = optuna.load_study(study_name="median", storage=plan.storage_url).trials
     assert trials[0].state is TrialState.COMPLETE and trials[0].user_attrs["grokked"]

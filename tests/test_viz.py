@@ -13,9 +13,11 @@ import pytest
 from optuna.trial import TrialState
 from starlette.testclient import TestClient
 
+from grokforecast.backends.optuna.workers import run_worker
 from grokforecast.errors import GrokforecastError
-from grokforecast.sweep.driver import SweepPlan, create_study, run_worker
+from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage, read_curves
+from grokforecast.sweep.study import create_study
 from grokforecast.viz import figures
 from grokforecast.viz.dashboard import create_app
 from grokforecast.viz.study_data import (
@@ -43,7 +45,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> SweepPlan:
         )
         plan = SweepPlan.load(path, url)
         create_study(plan)
-        run_worker(str(path), url)
+        run_worker(SweepPlan.load(path, url))
     return plan
 
 
@@ -83,7 +85,7 @@ def test_the_study_view_reads_outcomes_decisions_and_features(swept: SweepPlan) 
     assert [t.outcome == "pruned" for t in view.trials] == [True] * 3 + [False] * 3
     for trial in view.trials:
         assert trial.decision == ("prune" if trial.number < 3 else "keep")
-        assert trial.probe_step == 39 and 0.0 < trial.probability < 1.0
+        assert trial.probe_step == 40 and 0.0 < trial.probability < 1.0
         # Every forecast feature is recorded with the decision, the spectral activity among them.
         assert trial.activity is not None and np.isfinite(trial.activity)
         assert set(trial.contributions) <= set(trial.features) and len(trial.contributions) == 3

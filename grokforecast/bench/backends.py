@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grokforecast.sweep.driver import SweepPlan
-from grokforecast.sweep.run import run_sweep
+from grokforecast.launch import run_sweep
+from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.summary import summarize
 
 
@@ -46,7 +46,7 @@ def ray_startup_seconds() -> float:
     """Time to start (and stop) a local Ray runtime as the Ray backend starts it."""
     import ray
 
-    from grokforecast.raytune.backend import connect
+    from grokforecast.backends.ray.runner import connect
 
     started = time.perf_counter()
     connect()

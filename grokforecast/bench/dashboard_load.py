@@ -17,9 +17,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from grokforecast.pruning.decision import DECISION_ATTR
-from grokforecast.sweep.driver import SPEC_ATTR
 from grokforecast.sweep.storage import open_storage, write_curve_segment
+from grokforecast.vocabulary import DECISION_ATTR, SPEC_ATTR
 
 DISTRIBUTIONS = {
     "lr": FloatDistribution(1e-4, 1e-2, log=True),
@@ -42,7 +41,7 @@ def build_large_study(
     storage = open_storage(url)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     probe = steps // 10
-    study.set_user_attr(SPEC_ATTR, f"[budget]\nprobe_steps = {probe}\nfull_steps = {steps}\n")
+    study.set_user_attr(SPEC_ATTR, _study_file(name, n_trials, probe, steps))
     points = 0
     trials = []
     for number in range(n_trials):
@@ -137,3 +136,16 @@ def time_trial_reads(url: str, name: str, repeats: int = 5) -> tuple[list[float]
         [trial_view(t) for t in study.get_trials(deepcopy=False)]
         through_optuna.append(time.perf_counter() - started)
     return columns, through_optuna
+
+
+def _study_file(name: str, n_trials: int, probe: int, steps: int) -> str:
+    """A study file for the synthetic study, as a sweep stores it (its search space is
+    :data:`DISTRIBUTIONS`)."""
+    search = "\n".join(
+        f"{param} = {{ low = {dist.low}, high = {dist.high}, log = {str(dist.log).lower()} }}"
+        for param, dist in DISTRIBUTIONS.items()
+    )
+    return (
+        f'name = "{name}"\nn_trials = {n_trials}\n\n[search]\n{search}\n\n'
+        f"[budget]\nprobe_steps = {probe}\nfull_steps = {steps}\n"
+    )

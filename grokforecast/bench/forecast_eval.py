@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grokforecast.forecast.features import CURVE_GROUPS, FEATURE_GROUPS
+from grokforecast.forecast.features import FEATURE_GROUPS
 from grokforecast.forecast.fitting import probe_history, usable_records
 from grokforecast.forecast.forecaster import SIGNATURE_FEATURES, GrokForecaster
 from grokforecast.records import RunRecord
+from grokforecast.vocabulary import CURVE_GROUPS
 
 #: Feature sets compared; "full" is what ``GrokForecaster()`` uses by default.
 VARIANTS: dict[str, dict] = {

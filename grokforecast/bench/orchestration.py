@@ -18,8 +18,8 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from grokforecast.sweep.driver import SweepPlan
-from grokforecast.sweep.run import run_sweep
+from grokforecast.launch import run_sweep
+from grokforecast.sweep.plan import SweepPlan
 from grokforecast.training import Trainer
 
 

@@ -24,14 +24,15 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from grokforecast.backends.optuna.monitor import Monitor
+from grokforecast.backends.optuna.pruner import HjorthPruner
 from grokforecast.bench.forecast_eval import corpus_name
 from grokforecast.corpus import load_corpus
-from grokforecast.forecast.features import FEATURE_GROUPS, HYPERPARAMETERS
+from grokforecast.forecast.features import FEATURE_GROUPS
 from grokforecast.forecast.fitting import fit_on_records, probe_history, usable_records
 from grokforecast.forecast.forecaster import GrokForecaster
-from grokforecast.pruning.hjorth_pruner import HjorthPruner
-from grokforecast.pruning.monitor import Monitor
 from grokforecast.records import RunRecord
+from grokforecast.vocabulary import HYPERPARAMETERS
 
 RECORD_PARAM = "record"
 #: A ThresholdPruner user's floor for validation accuracy after the warm-up.

@@ -59,8 +59,9 @@ def compare_on_tune(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from grokforecast.raytune.backend import connect
-    from grokforecast.raytune.scheduler import TRIAL_NUMBER, GrokForecastScheduler
+    from grokforecast.backends.ray.runner import connect
+    from grokforecast.backends.ray.scheduler import GrokForecastScheduler
+    from grokforecast.vocabulary import TRIAL_NUMBER
 
     full = int(records[0].config["steps"])
     if any(int(r.config["steps"]) != full for r in records):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ def open_study(
     """STUDY is a study file, or a study name with --storage; returns (study, storage, full_steps)."""
     import optuna
 
-    from grokforecast.sweep.driver import SPEC_ATTR, SweepPlan
+    from grokforecast.sweep.plan import SweepPlan, stored_spec
     from grokforecast.sweep.storage import display_url, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,8 +47,8 @@ def open_study(
         raise GrokforecastError(
             f"no study {name!r} in {display_url(url)}; `grokforecast studies --storage URL` lists them"
         ) from None
-    spec_text = loaded.user_attrs.get(SPEC_ATTR)
-    full_steps = tomllib.loads(spec_text)["budget"]["full_steps"] if spec_text else 0
+    spec = stored_spec(loaded)
+    full_steps = spec.budget.full_steps if spec is not None else 0
     return loaded, rdb, full_steps
 
 

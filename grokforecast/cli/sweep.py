@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from grokforecast.sweep.driver import SweepPlan
+    from grokforecast.sweep.plan import SweepPlan
 
 EXIT_INTERRUPTED = 130
 
@@ -49,7 +49,7 @@ ray_address_option = click.option(
 def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepPlan:
     import optuna
 
-    from grokforecast.sweep.driver import SweepPlan
+    from grokforecast.sweep.plan import SweepPlan
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = SweepPlan.load(study_file, storage)
@@ -59,7 +59,7 @@ def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepP
 
 
 def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address: str | None) -> None:
-    from grokforecast.sweep.run import SweepInterrupted, run_sweep
+    from grokforecast.launch import SweepInterrupted, run_sweep
     from grokforecast.sweep.storage import display_url
     from grokforecast.sweep.summary import report_text
 
@@ -123,7 +123,7 @@ def resume(
     With --backend ray, the sweep's newest Ray Tune experiment is restored first.
     """
     plan = _plan(study_file, storage, n_trials)
-    from grokforecast.sweep.driver import load_study
+    from grokforecast.sweep.study import load_study
 
     load_study(plan)  # a clear error when there is nothing to resume
     _run(plan, workers, True, backend, ray_address)
@@ -134,13 +134,13 @@ def resume(
 @storage_option
 def worker(study_file: Path, storage: str | None) -> None:
     """Join a running study (from any host that reaches its storage) until it is done."""
-    from grokforecast.sweep.driver import quiet_interrupted_trials, run_worker
+    from grokforecast.backends.optuna.workers import quiet_interrupted_trials, run_worker
 
     quiet_interrupted_trials()
     plan = _plan(study_file, storage, None)
     click.echo(f"joining study {plan.spec.name!r}")
     try:
-        run_worker(str(plan.spec_path), plan.storage_url)
+        run_worker(plan)
     except KeyboardInterrupt:
         click.echo("interrupted; the running trial is marked failed and will be retried", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -32,8 +32,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
+from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
 
-History = Mapping[str, "np.ndarray | list[float]"]
+#: What the forecaster reads: a :class:`~grokforecast.history.History`, or any mapping of
+#: the same keys (``"train_loss"``, ``"train_loss_steps"``, ..., ``"hyperparameters"``).
+HistoryLike = Mapping[str, "np.ndarray | list[float] | Mapping[str, float]"]
 
 #: Floor under activities and energies before taking their log (a flat curve has 0).
 _TINY = 1e-12
@@ -55,12 +58,8 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "hyperparameters": ("data_fraction", "log_data_fraction", "log_decay_rate"),
 }
 
-#: The groups read from curves (everything but the hyperparameters).
-CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
-HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
 
-
-def series(history: History, name: str) -> tuple[np.ndarray, np.ndarray]:
+def series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of one series of ``history``, checked (finite, long enough)."""
     if name not in history:
         raise ValueError(f"history has no {name!r} series (it has {sorted(history)})")
@@ -94,7 +93,7 @@ def _tail_mean(values: np.ndarray, fraction: float = 0.1) -> float:
     return float(values[-max(1, int(len(values) * fraction)) :].mean())
 
 
-def _train_loss_features(history: History) -> dict[str, float]:
+def _train_loss_features(history: HistoryLike) -> dict[str, float]:
     steps, loss = series(history, "train_loss")
     signature = loss_signature(loss, steps, window=max(2, min(25, len(loss) - MIN_LENGTH + 1)))
     log_loss = np.log(np.maximum(loss, _TINY))
@@ -108,7 +107,7 @@ def _train_loss_features(history: History) -> dict[str, float]:
     }
 
 
-def _train_acc_features(history: History) -> dict[str, float]:
+def _train_acc_features(history: HistoryLike) -> dict[str, float]:
     steps, accuracy = series(history, "train_acc")
     memorized = np.flatnonzero(accuracy >= 1.0)
     span = max(steps[-1] - steps[0], 1.0)
@@ -119,13 +118,13 @@ def _train_acc_features(history: History) -> dict[str, float]:
     }
 
 
-def _val_loss_features(history: History) -> dict[str, float]:
+def _val_loss_features(history: HistoryLike) -> dict[str, float]:
     steps, loss = series(history, "val_loss")
     log_loss = np.log(np.maximum(loss, _TINY))
     return {"val_loss_last": float(log_loss[-1]), "val_loss_slope": _recent_change(steps, log_loss)}
 
 
-def _val_acc_features(history: History) -> dict[str, float]:
+def _val_acc_features(history: HistoryLike) -> dict[str, float]:
     steps, accuracy = series(history, "val_acc")
     return {
         "val_acc_last": float(accuracy[-1]),
@@ -134,7 +133,7 @@ def _val_acc_features(history: History) -> dict[str, float]:
     }
 
 
-def _weight_norm_features(history: History) -> dict[str, float]:
+def _weight_norm_features(history: HistoryLike) -> dict[str, float]:
     steps, norm = series(history, "weight_norm")
     log_norm = np.log(np.maximum(norm, _TINY))
     return {
@@ -143,7 +142,7 @@ def _weight_norm_features(history: History) -> dict[str, float]:
     }
 
 
-def _hyperparameter_features(history: History) -> dict[str, float]:
+def _hyperparameter_features(history: HistoryLike) -> dict[str, float]:
     given = history.get("hyperparameters")
     if not isinstance(given, Mapping) or any(name not in given for name in HYPERPARAMETERS):
         raise ValueError(f"history['hyperparameters'] must hold {list(HYPERPARAMETERS)}, got {given!r}")
@@ -170,7 +169,7 @@ _EXTRACTORS = {
 }
 
 
-def extract_features(history: History, groups: tuple[str, ...] = CURVE_GROUPS) -> dict[str, float]:
+def extract_features(history: HistoryLike, groups: tuple[str, ...] = CURVE_GROUPS) -> dict[str, float]:
     """The features of the named groups, each a finite float."""
     features: dict[str, float] = {}
     for group in groups:

@@ -10,19 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from grokforecast.forecast.features import HYPERPARAMETERS
 from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster
+from grokforecast.history import History
 from grokforecast.records import RunRecord
 
 DEFAULT_PROBE_FRACTIONS = (0.025, 0.05, 0.1)
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
-def probe_history(record: RunRecord, fraction: float) -> dict:
+def probe_history(record: RunRecord, fraction: float) -> History:
     """The record's history up to ``fraction`` of its full budget, with its hyperparameters."""
-    history: dict = record.curves.as_history(until=max(1, round(fraction * record.config["steps"])))
-    history["hyperparameters"] = {name: record.config[name] for name in HYPERPARAMETERS}
-    return history
+    return History.from_record(record, until=max(1, round(fraction * record.config["steps"])))
 
 
 def usable_records(records: Sequence[RunRecord]) -> list[RunRecord]:

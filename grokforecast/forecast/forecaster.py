@@ -20,7 +20,7 @@ from grokforecast.errors import GrokforecastError
 from grokforecast.forecast.features import (
     CURVE_GROUPS,
     FEATURE_GROUPS,
-    History,
+    HistoryLike,
     extract_features,
     feature_names,
 )
@@ -45,7 +45,7 @@ PRETRAINED_INPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def pretrained_inputs_for(history: History, fallback: str) -> str:
+def pretrained_inputs_for(history: HistoryLike, fallback: str) -> str:
     """The richest shipped calibration ``history`` can feed.
 
     Every curve the trainer records (and the run's hyperparameters, when given) selects
@@ -87,7 +87,7 @@ class GrokForecaster:
         >>> import grokforecast as gf
         >>> from grokforecast.corpus import load_corpus
         >>> record = load_corpus("quadratic_add97")[0]
-        >>> history = record.curves.as_history(until=60)   # the first 10 % of 600 steps
+        >>> history = gf.History.from_curves(record.curves, until=60)   # the first 10 % of 600 steps
         >>> p = gf.GrokForecaster.pretrained().predict_proba(history)
         >>> 0.0 <= p <= 1.0
         True
@@ -131,11 +131,11 @@ class GrokForecaster:
     def fitted(self) -> bool:
         return self._weights is not None
 
-    def feature_matrix(self, histories: Sequence[History]) -> np.ndarray:
+    def feature_matrix(self, histories: Sequence[HistoryLike]) -> np.ndarray:
         rows = [extract_features(h, self.groups) for h in histories]
         return np.array([[row[name] for name in self.features] for row in rows]).reshape(len(rows), -1)
 
-    def fit(self, histories: Sequence[History], grokked: Sequence[bool]) -> GrokForecaster:
+    def fit(self, histories: Sequence[HistoryLike], grokked: Sequence[bool]) -> GrokForecaster:
         """Calibrate on labelled histories (both labels must occur)."""
         return self.fit_features(self.feature_matrix(histories), grokked)
 
@@ -169,12 +169,12 @@ class GrokForecaster:
         self._require_fitted()
         return self._standardize(matrix) @ self._weights + self._intercept
 
-    def predict_proba(self, history: History) -> float:
+    def predict_proba(self, history: HistoryLike) -> float:
         """P(grok) of one early history, a float in [0, 1]."""
         self._require_fitted()
         return float(self.predict_proba_features(self.feature_matrix([history]))[0])
 
-    def predict_logit(self, history: History) -> float:
+    def predict_logit(self, history: HistoryLike) -> float:
         """``log(p / (1 - p))`` of :meth:`predict_proba`, without its rounding at 0 and 1."""
         self._require_fitted()
         return float(self._logits(self.feature_matrix([history]))[0])
@@ -182,12 +182,12 @@ class GrokForecaster:
     def predict_proba_features(self, matrix: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self._logits(matrix)))
 
-    def explain(self, history: History, top: int = 3) -> dict[str, float]:
+    def explain(self, history: HistoryLike, top: int = 3) -> dict[str, float]:
         """The ``top`` features that moved the forecast most, with their logit contributions."""
         self._require_fitted()
         return self._main_features(self.feature_matrix([history]), top)
 
-    def assess(self, history: History, top: int = 3) -> Assessment:
+    def assess(self, history: HistoryLike, top: int = 3) -> Assessment:
         """Logit, main features and every feature value of one history, its features
         extracted once (what a pruner records with its decision)."""
         self._require_fitted()

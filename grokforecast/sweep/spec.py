@@ -41,8 +41,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from grokforecast.core.policy import PolicySettings
 from grokforecast.errors import ConfigError
 from grokforecast.training.config import TrainConfig
+from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD
 
 #: Objectives a study can optimize, with the direction each implies.
 OBJECTIVES: dict[str, str] = {
@@ -116,18 +118,32 @@ class BudgetSpec(_Strict):
 
 
 class PrunerSpec(_Strict):
+    """The ``[pruner]`` table: the stopping policy's options (:class:`PolicySettings`, whose
+    defaults and checks these are), or Optuna's MedianPruner for comparison."""
+
     enabled: bool = True
     #: "hjorth": forecast at the probe (grokforecast's pruner); "median": Optuna's
     #: MedianPruner on the validation accuracy after the probe, for comparison.
     kind: Literal["hjorth", "median"] = "hjorth"
     n_startup_trials: Annotated[int, Field(ge=0)] = 5
-    threshold: Annotated[float, Field(ge=0, le=1)] = 0.2
-    keep_top: Annotated[float, Field(gt=0, le=1)] | None = None
-    n_min_probed: Annotated[int, Field(ge=1)] = 5
-    exploration: Annotated[float, Field(ge=0, le=1)] = 0.05
-    recalibrate: bool = True
-    min_calibration_trials: Annotated[int, Field(ge=2)] = 10
-    seed: int = 0
+    threshold: float = PolicySettings.threshold
+    keep_top: float | None = PolicySettings.keep_top
+    n_min_probed: int = PolicySettings.n_min_probed
+    exploration: float = PolicySettings.exploration
+    recalibrate: bool = PolicySettings.recalibrate
+    min_calibration_trials: int = PolicySettings.min_calibration_trials
+    seed: int = PolicySettings.seed
+
+    @model_validator(mode="after")
+    def _check(self) -> PrunerSpec:
+        self.policy_settings(probe_step=1)  # raises ConfigError (a ValueError) naming the option
+        return self
+
+    def policy_settings(
+        self, probe_step: int, grok_threshold: float = DEFAULT_GROK_THRESHOLD
+    ) -> PolicySettings:
+        options = {**self.model_dump(), "probe_step": probe_step, "grok_threshold": grok_threshold}
+        return PolicySettings.of(options)
 
 
 class StorageSpec(_Strict):
@@ -169,6 +185,10 @@ class StudySpec(_Strict):
                 raise ValueError(
                     f"{section}.{unknown[0]} is not a training setting; choose from {sorted(TRAIN_SETTINGS)}"
                 )
+        if "grok_threshold" in self.search:
+            raise ValueError(
+                "search.grok_threshold labels outcomes and cannot be searched; set it in [train]"
+            )
         both = sorted(set(self.train) & set(self.search))
         if both:
             raise ValueError(f"{both[0]} is both fixed in [train] and searched in [search]; keep one")
@@ -196,6 +216,16 @@ class StudySpec(_Strict):
     def study_direction(self) -> str:
         return OBJECTIVES[self.objective]
 
+    @property
+    def grok_threshold(self) -> float:
+        """The validation accuracy that counts as grokked in this study."""
+        return float(self.train.get("grok_threshold", DEFAULT_GROK_THRESHOLD))
+
+    def policy_settings(self) -> PolicySettings:
+        """The stopping policy of this study: ``[pruner]``, judged at ``probe_steps`` with
+        the study's grok threshold."""
+        return self.pruner.policy_settings(self.budget.probe_steps, self.grok_threshold)
+
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///runs/{self.name}.db"
 
@@ -208,17 +238,12 @@ def load_study_spec(path: str | Path) -> StudySpec:
     """Read and validate a study file; every problem is one line naming file and key."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"no study file at {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read: {error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {_first_problem(error)}") from None
+    spec = parse_study_text(text, str(path))
     try:
         config = spec.train_config(_midpoint(spec))
         # Build the workload once (data table and model, no training): a bad workload
@@ -229,6 +254,19 @@ def load_study_spec(path: str | Path) -> StudySpec:
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return spec
+
+
+def parse_study_text(text: str, source: str) -> StudySpec:
+    """Validate a study file's text (``source`` names it in messages): the file itself, or
+    the copy a study database keeps."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source} is not valid TOML: {error}") from None
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_first_problem(error)}") from None
 
 
 def _first_problem(error: ValidationError) -> str:

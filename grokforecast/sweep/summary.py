@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR
+from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from grokforecast.curves import DEFAULT_GROK_THRESHOLD
 from grokforecast.errors import ConfigError
+from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD
 
 GrokfastKind = Literal["none", "ema", "ma"]
 
@@ -46,7 +46,7 @@ SETTING_HELP: dict[str, str] = {
 class TrainConfig:
     """One training configuration: workload, optimizer, Grokfast filter, budget.
 
-    Defaults are the CPU grokking setting of papers.md: an embedding MLP on
+    Defaults are a CPU grokking setting (docs/science.md): an embedding MLP on
     ``(x + y) mod 59``, full batch, AdamW lr 1e-3, weight decay 1, half the table for
     training. ``batch_size=None`` means full batch. ``grokfast_lamb=None`` takes the
     paper's default for the filter (2.0 for EMA, 5.0 for MA).

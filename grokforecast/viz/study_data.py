@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,9 +23,9 @@ from optuna.distributions import json_to_distribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.pruning.decision import DECISION_ATTR
-from grokforecast.sweep.driver import SPEC_ATTR
+from grokforecast.sweep.plan import stored_spec
 from grokforecast.sweep.storage import curves_table, read_curves
+from grokforecast.vocabulary import DECISION_ATTR
 
 #: Outcomes a trial can have, in legend order, with the colour every view gives them.
 OUTCOME_COLORS = {
@@ -97,8 +96,7 @@ def load_study_view(study: optuna.Study) -> StudyView:
     On an SQL storage only the columns the views show are read (no intermediate values:
     a 1,000-trial study holds ~10^5 of them); other storages go through Optuna.
     """
-    spec_text = study.user_attrs.get(SPEC_ATTR)
-    budget = tomllib.loads(spec_text).get("budget", {}) if spec_text else {}
+    spec = stored_spec(study)
     direction = study.direction.name.lower() if len(study.directions) == 1 else "multi-objective"
     storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's trial cache
     if isinstance(storage, optuna.storages.RDBStorage):
@@ -108,8 +106,8 @@ def load_study_view(study: optuna.Study) -> StudyView:
     return StudyView(
         name=study.study_name,
         direction=direction,
-        probe_steps=budget.get("probe_steps"),
-        full_steps=budget.get("full_steps"),
+        probe_steps=spec.budget.probe_steps if spec else None,
+        full_steps=spec.budget.full_steps if spec else None,
         trials=trials,
     )
 

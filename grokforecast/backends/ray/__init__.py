@@ -1,6 +1,7 @@
-"""Ray Tune integration: the forecast as a Tune scheduler, Optuna sampling with true states.
+"""The Ray Tune backend: the stopping policy as a Tune scheduler, Optuna sampling with
+true states, and the sweep's trainable.
 
-Importing this package imports Ray; ``import grokforecast`` and the Optuna path never do.
+Importing this package imports Ray; ``import grokforecast`` and the Optuna backend never do.
 """
 
 from grokforecast.errors import GrokforecastError
@@ -12,7 +13,7 @@ except ImportError:  # pragma: no cover - exercised in an environment without Ra
         "Ray Tune is not installed; install it with: pip install 'grokforecast[ray]'"
     ) from None
 
-from grokforecast.raytune.scheduler import GrokForecastScheduler
-from grokforecast.raytune.searcher import StudySearcher
+from grokforecast.backends.ray.scheduler import GrokForecastScheduler
+from grokforecast.backends.ray.searcher import StudySearcher
 
 __all__ = ["GrokForecastScheduler", "StudySearcher"]

@@ -4,7 +4,7 @@ Ray's stock ``OptunaSearch`` tells Optuna COMPLETE, with a partial value, for a 
 scheduler stopped, and after ``Tuner.restore`` it fails the trials it resumes. This
 searcher asks the sweep's study (in grokforecast's SQL storage) for each trial, and tells
 it the truth: PRUNED with the forecast's reason for a trial the
-:class:`~grokforecast.raytune.GrokForecastScheduler` stopped (or whose loss diverged),
+:class:`~grokforecast.GrokForecastScheduler` stopped (or whose loss diverged),
 COMPLETE with the objective for a trial that finished, FAIL for one that errored. A trial
 stopped without an outcome (the experiment was interrupted) stays RUNNING: a restored
 experiment finishes it, and :func:`reconcile` settles whatever is left.
@@ -12,7 +12,6 @@ experiment finishes it, and :func:`reconcile` settles whatever is left.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,29 +19,24 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from grokforecast.pruning.decision import DECISION_ATTR, PROBE_ATTR, Decision, DecisionRecord
-from grokforecast.raytune.scheduler import INTERVAL_SUFFIX, TRIAL_NUMBER, GrokForecastScheduler
-from grokforecast.sweep.driver import SweepPlan, load_study
+from grokforecast.backends.ray.scheduler import GrokForecastScheduler
+from grokforecast.backends.ray.state import SavesStateToFile
+from grokforecast.core.decision import Decision, DecisionRecord
+from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage
-from grokforecast.sweep.trial import STOPPED_ATTR, suggest
-
-#: Outcome keys the trainable puts in its last result; they become user attributes.
-OUTCOME_KEYS = (
+from grokforecast.sweep.study import load_study, suggest
+from grokforecast.vocabulary import (
+    DECISION_ATTR,
+    INTERVAL_SUFFIX,
+    OUTCOME_KEYS,
+    PROBE_ATTR,
+    RESUMED_FROM_ATTR,
     STOPPED_ATTR,
-    "steps_trained",
-    "t2",
-    "t4",
-    "grokked",
-    "final_train_acc",
-    "final_val_acc",
-    "best_val_acc",
-    "final_val_loss",
-    "final_weight_norm",
-    "diverged_at",
+    TRIAL_NUMBER,
 )
 
 
-class StudySearcher(Searcher):
+class StudySearcher(SavesStateToFile, Searcher):
     """Sample each Tune trial from the sweep's Optuna study and record its true state.
 
     Args:
@@ -91,7 +85,7 @@ class StudySearcher(Searcher):
         if number is None:
             return
         if self.scheduler is not None and (probe := self.scheduler.probe(trial_id)) is not None:
-            self.study._storage.set_trial_system_attr(self._storage_id(number), PROBE_ATTR, probe)
+            self.study._storage.set_trial_system_attr(self._storage_id(number), PROBE_ATTR, probe.to_dict())
         decision = self.scheduler.decision(trial_id) if self.scheduler else None
         settle(self.study, number, result, decision, self.plan.spec.objective, error)
 
@@ -105,14 +99,6 @@ class StudySearcher(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._numbers = dict(state["numbers"])
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as file:
-            pickle.dump(self.get_state(), file)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as file:
-            self.set_state(pickle.load(file))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_study": None}  # reconnects to the storage on demand
@@ -136,9 +122,7 @@ def settle(
         return None
     result = result or {}
     if decision is not None:
-        storage.set_trial_user_attr(
-            trial_id, DECISION_ATTR, {**decision.to_dict(), "reason": decision.reason}
-        )
+        storage.set_trial_user_attr(trial_id, DECISION_ATTR, decision.to_dict())
     if error:
         study.tell(number, state=TrialState.FAIL)
         return TrialState.FAIL
@@ -148,18 +132,13 @@ def settle(
     if STOPPED_ATTR not in result:
         return None
     for key in OUTCOME_KEYS:
-        if result.get(key) is not None:
+        if key in result:
             storage.set_trial_user_attr(trial_id, key, result[key])
-    if result.get("resumed_from_step"):  # as the Optuna path records a continued trial
-        storage.set_trial_user_attr(trial_id, "resumed_from", {"step": result["resumed_from_step"]})
+    if result.get(RESUMED_FROM_ATTR) is not None:  # as the Optuna backend records a continued trial
+        storage.set_trial_user_attr(trial_id, RESUMED_FROM_ATTR, result[RESUMED_FROM_ATTR])
     if result[STOPPED_ATTR] == "diverged" and decision is None:
-        step = result.get("diverged_at")
-        reason = {
-            "decision": "prune",
-            "step": step,
-            "reason": f"diverged: non-finite training loss at step {step}",
-        }
-        storage.set_trial_user_attr(trial_id, DECISION_ATTR, reason)
+        record = DecisionRecord.diverged("train_loss", result.get("diverged_at"))
+        storage.set_trial_user_attr(trial_id, DECISION_ATTR, record.to_dict())
     if stopped_by_forecast or result[STOPPED_ATTR] == "diverged":
         study.tell(number, state=TrialState.PRUNED)
         return TrialState.PRUNED

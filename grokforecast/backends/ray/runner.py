@@ -24,13 +24,15 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from grokforecast.backends.ray.scheduler import GrokForecastScheduler
+from grokforecast.backends.ray.searcher import StudySearcher, settle
+from grokforecast.backends.ray.trainable import train_trial
 from grokforecast.errors import GrokforecastError
-from grokforecast.pruning.calibration import grok_label, probed_outcomes
-from grokforecast.raytune.scheduler import TRIAL_NUMBER, GrokForecastScheduler
-from grokforecast.raytune.searcher import StudySearcher, settle
-from grokforecast.raytune.trainable import train_trial
-from grokforecast.sweep.driver import SweepPlan, check_ray_backend, create_study, finished_trials
+from grokforecast.sweep.outcomes import grok_label, probed_outcomes
+from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import absolute_url
+from grokforecast.sweep.study import finished_trials
+from grokforecast.vocabulary import TRIAL_NUMBER
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,20 @@ def experiment_root(plan: SweepPlan) -> Path:
     return (plan.checkpoint_dir.parent / "ray").resolve()
 
 
-def run_ray_sweep(plan: SweepPlan, address: str | None = None, resume: bool = False) -> optuna.Study:
-    """Run the study of ``plan`` on Ray Tune to its target number of finished trials.
+def check_ray_backend(plan: SweepPlan) -> None:
+    """Refuse, before anything is stored, the pruner only the Optuna backend has."""
+    pruner = plan.spec.pruner
+    if pruner.enabled and pruner.kind != "hjorth":
+        raise GrokforecastError(
+            f"{plan.spec_path}: pruner.kind = {pruner.kind!r} runs on the Optuna backend only; "
+            "remove it or use --backend optuna"
+        )
+
+
+def run_ray_sweep(
+    plan: SweepPlan, study: optuna.Study, address: str | None = None, resume: bool = False
+) -> None:
+    """Run ``study``, the study of ``plan``, on Ray Tune to its target number of finished trials.
 
     With ``resume``, the newest unfinished Tune experiment of the sweep is restored first
     (running and errored trials continue from their checkpoints), then new trials are
@@ -86,7 +100,6 @@ def run_ray_sweep(plan: SweepPlan, address: str | None = None, resume: bool = Fa
     check_ray_backend(plan)
     connect(address)
     plan = dataclasses.replace(plan, storage_url=absolute_url(plan.storage_url))
-    study = create_study(plan)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, plan=plan),
         {"cpu": plan.spec.ray.cpus_per_trial, "gpu": plan.spec.ray.gpus_per_trial},
@@ -99,7 +112,6 @@ def run_ray_sweep(plan: SweepPlan, address: str | None = None, resume: bool = Fa
     remaining = plan.spec.n_trials - finished_trials(study)
     if remaining > 0:
         _fit_and_reconcile(_new_tuner(plan, study, trainable, remaining), study, plan)
-    return study
 
 
 def _new_tuner(plan: SweepPlan, study: optuna.Study, trainable: object, n_trials: int) -> tune.Tuner:
@@ -133,15 +145,8 @@ def forecast_scheduler(plan: SweepPlan, study: optuna.Study) -> GrokForecastSche
     """The study file's pruner as a Tune scheduler, taught by the study's finished trials
     (a resumed sweep recalibrates on the trials of its earlier runs, as the Optuna
     backend's pruner does)."""
-    settings = plan.spec.pruner
-    scheduler = GrokForecastScheduler(
-        probe_step=plan.spec.budget.probe_steps,
-        threshold=settings.threshold,
-        exploration=settings.exploration,
-        recalibrate=settings.recalibrate,
-        min_calibration_trials=settings.min_calibration_trials,
-        seed=settings.seed,
-    )
+    # The scheduler's keywords are the policy's settings, by name.
+    scheduler = GrokForecastScheduler(**dataclasses.asdict(plan.spec.policy_settings()))
     label = grok_label(study, grok_value=None)  # the trainable records "grokked" on every trial
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     for number, outcome in probed_outcomes(completed, label).items():

@@ -1,4 +1,4 @@
-"""Run a sweep on this machine: train, show progress, end cleanly on Ctrl-C.
+"""Run a sweep on the chosen backend: train, show progress, end cleanly on Ctrl-C.
 
 With one worker the trials train in this process (no second interpreter to start, no
 second import of torch); with ``--workers N`` the parent trains nothing and starts N
@@ -7,6 +7,9 @@ second (trials finished, pruned, running, compute saved), so it is right however
 workers or hosts take part. On Ctrl-C every worker stops its trial (Optuna marks it FAIL,
 its checkpoint stays) and the study can be resumed with ``grokforecast resume``.
 On the Ray backend, Ray Tune runs the trials and saves the experiment for the resume.
+
+This module sits above both backends (:mod:`grokforecast.backends`) and imports the Ray
+one only when it is chosen.
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ from collections.abc import Callable
 import optuna
 from tqdm import tqdm
 
-from grokforecast.errors import GrokforecastError
-from grokforecast.sweep.driver import (
-    SweepPlan,
-    check_ray_backend,
-    create_study,
+from grokforecast.backends.optuna.workers import (
     quiet_interrupted_trials,
     retry_interrupted,
     run_worker,
     start_workers,
 )
+from grokforecast.errors import GrokforecastError
+from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.study import create_study
 from grokforecast.sweep.summary import summarize
 
 POLL_SECONDS = 1.0
@@ -47,16 +49,19 @@ def run_sweep(
 ) -> optuna.Study:
     """Run the study of ``plan`` to its target number of finished trials.
 
-    ``backend="ray"`` hands the trials to Ray Tune (:mod:`grokforecast.raytune.backend`);
+    ``backend="ray"`` hands the trials to Ray Tune (:mod:`grokforecast.backends.ray.runner`);
     the study database records them the same way.
     """
     if backend == "ray":
+        from grokforecast.backends.ray.runner import check_ray_backend
+
         check_ray_backend(plan)
-    study = create_study(plan)
+    storage = plan.open_storage()
+    study = create_study(plan, storage)
     bar = tqdm(total=plan.spec.n_trials, unit="trial", disable=not progress, dynamic_ncols=True)
     try:
         if backend == "ray":
-            _while_polling(plan, study, bar, lambda: _run_on_ray(plan, ray_address, resume))
+            _while_polling(plan, study, bar, lambda: _run_on_ray(plan, study, ray_address, resume))
         else:
             if resume:
                 retry_interrupted(study, plan.spec.heartbeat.max_retry)
@@ -66,7 +71,7 @@ def run_sweep(
                     plan,
                     study,
                     bar,
-                    lambda: run_worker(str(plan.spec_path), plan.storage_url, 0, n_trials=plan.spec.n_trials),
+                    lambda: run_worker(plan, 0, n_trials=plan.spec.n_trials, storage=storage),
                 )
             else:
                 _train_in_workers(plan, study, bar, n_workers)
@@ -76,11 +81,11 @@ def run_sweep(
     return study
 
 
-def _run_on_ray(plan: SweepPlan, address: str | None, resume: bool) -> None:
-    from grokforecast.raytune.backend import ExperimentInterrupted, run_ray_sweep
+def _run_on_ray(plan: SweepPlan, study: optuna.Study, address: str | None, resume: bool) -> None:
+    from grokforecast.backends.ray.runner import ExperimentInterrupted, run_ray_sweep
 
     try:
-        run_ray_sweep(plan, address, resume)
+        run_ray_sweep(plan, study, address, resume)
     except ExperimentInterrupted:
         raise SweepInterrupted from None
 

@@ -14,14 +14,20 @@ import weakref
 from collections import defaultdict
 from typing import Protocol
 
-import numpy as np
 import optuna
+
+from grokforecast.history import History
 
 
 class HistorySource(Protocol):
     """Anything that can hand the pruner a trial's curves so far (a Monitor, a trainer)."""
 
-    def history(self, until: int | None = None) -> dict[str, np.ndarray]: ...
+    @property
+    def newest_step(self) -> int | None:
+        """The step of the latest measurement held (None before any)."""
+        ...
+
+    def history(self, until: int | None = None) -> History: ...
 
 
 _ACTIVE: weakref.WeakValueDictionary[tuple[str, int], HistorySource] = weakref.WeakValueDictionary()
@@ -90,6 +96,7 @@ class Monitor:
         self._steps: dict[str, list[int]] = defaultdict(list)
         self._values: dict[str, list[float]] = defaultdict(list)
         self._last_reported: int | None = None
+        self._newest: int | None = None
         register_history_source(trial, self)
 
     def log(self, step: int, **metrics: float) -> None:
@@ -97,6 +104,7 @@ class Monitor:
         for name, value in metrics.items():
             self._steps[name].append(step)
             self._values[name].append(float(value))
+        self._newest = step if self._newest is None else max(self._newest, step)
         if self.series in metrics and step % self.report_every == 0:
             self.trial.report(float(metrics[self.series]), step)
             self._last_reported = step
@@ -108,12 +116,12 @@ class Monitor:
         self._last_reported = None
         return self.trial.should_prune()
 
-    def history(self, until: int | None = None) -> dict[str, np.ndarray]:
-        """The buffered curves as a forecaster history, cut at step ``until``."""
-        history: dict[str, np.ndarray] = {}
-        for name, steps in self._steps.items():
-            steps_array = np.asarray(steps)
-            keep = steps_array <= until if until is not None else slice(None)
-            history[name] = np.asarray(self._values[name])[keep]
-            history[f"{name}_steps"] = steps_array[keep]
-        return history
+    @property
+    def newest_step(self) -> int | None:
+        return self._newest
+
+    def history(self, until: int | None = None) -> History:
+        """The buffered curves, cut at step ``until``."""
+        points = {name: zip(steps, self._values[name], strict=True) for name, steps in self._steps.items()}
+        history = History.from_points(points)
+        return history if until is None else history.until(until)

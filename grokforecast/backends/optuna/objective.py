@@ -1,0 +1,142 @@
+"""The objective of an Optuna sweep: the trial lifecycle, hosted by an Optuna trial.
+
+:class:`TrialRun` is what every worker's ``study.optimize`` calls. The life of the trial
+is :class:`~grokforecast.sweep.lifecycle.TrialLifecycle`'s, shared with the Ray backend;
+this module only says what Optuna does at its turns: the training loss is reported every
+``report_every`` steps (or, under Optuna's MedianPruner, every validation accuracy), the
+pruner is asked at the probe step (reading every curve straight from the trainer), a
+retried trial continues from the checkpoint of the trial it retries, and the outcome
+lands in the trial's user attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+
+from grokforecast.backends.optuna.monitor import register_history_source
+from grokforecast.core.decision import Decision, DecisionRecord
+from grokforecast.history import History, hyperparameters_from
+from grokforecast.sweep.lifecycle import TrialLifecycle
+from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.study import suggest
+from grokforecast.training import Trainer
+from grokforecast.vocabulary import DECISION_ATTR, RESUMED_FROM_ATTR, STOPPED_ATTR
+
+#: Steps between reports to Optuna after the probe, about: between them the lifecycle
+#: checks the hold rule and checkpoints.
+SEGMENT_STEPS = 100
+
+
+class TrainerHistory:
+    """The pruner's view of a running trainer: every curve so far, and the hyperparameters."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.hyperparameters = hyperparameters_from(vars(trainer.config))
+
+    @property
+    def newest_step(self) -> int | None:
+        return self.trainer.step
+
+    def history(self, until: int | None = None) -> History:
+        # The pruner asks right after a segment: everything recorded is what it has seen.
+        return History.from_curves(self.trainer.curves, hyperparameters=self.hyperparameters)
+
+
+class TrialRun:
+    """The objective of a sweep: callable on an Optuna trial, returns the study's objective."""
+
+    def __init__(self, plan: SweepPlan, engine: sa.Engine) -> None:
+        self.plan = plan
+        self.engine = engine
+
+    def checkpoint_path(self, trial_number: int) -> Path:
+        return self.plan.checkpoint_dir / f"trial-{trial_number}.pt"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        host = OptunaTrialHost(self, trial)
+        return TrialLifecycle(
+            self.plan, self.engine, trial.number, suggest(trial, self.plan.spec), host
+        ).run()
+
+
+class OptunaTrialHost:
+    """What an Optuna trial does at the lifecycle's turns
+    (:class:`~grokforecast.sweep.lifecycle.TrialHost`)."""
+
+    def __init__(self, run: TrialRun, trial: optuna.Trial) -> None:
+        self.run, self.trial = run, trial
+        pruner = run.plan.spec.pruner
+        #: Optuna's MedianPruner judges validation accuracy after every segment; the
+        #: HjorthPruner decides once, at the probe, from every curve in memory.
+        self.median = pruner.enabled and pruner.kind == "median"
+        self._reported = 0
+        self._source: TrainerHistory | None = None
+
+    def segment_steps(self, eval_every: int) -> int:
+        return eval_every * max(1, round(SEGMENT_STEPS / eval_every))
+
+    def predecessors(self) -> list[int]:
+        frozen = self.trial.study._storage.get_trial(self.trial._trial_id)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+
+    def checkpoints(self) -> Iterator[tuple[Path, int]]:
+        for number in reversed(self.predecessors()):
+            path = self.run.checkpoint_path(number)
+            if path.exists():
+                yield path, number
+
+    def begin(self, trainer: Trainer) -> None:
+        self._source = TrainerHistory(trainer)  # held here: the registry keeps it weakly
+        register_history_source(self.trial, self._source)
+
+    def report(self, trainer: Trainer, since: int, at_probe: bool, checkpoint: bool) -> bool:
+        self._catch_up(trainer, last=at_probe)
+        if (at_probe or (self.median and trainer.step > self.run.plan.spec.budget.probe_steps)) and (
+            self.trial.should_prune()
+        ):
+            return True
+        if checkpoint:
+            self.run.plan.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            trainer.save(self.run.checkpoint_path(self.trial.number))
+        return False
+
+    def end(self, trainer: Trainer, since: int, ending: dict[str, Any]) -> float:
+        for key, value in ending.items():
+            if value is not None or key != RESUMED_FROM_ATTR:
+                self.trial.set_user_attr(key, value)
+        self.run.checkpoint_path(self.trial.number).unlink(missing_ok=True)
+        stopped = ending[STOPPED_ATTR]
+        if stopped == "diverged":
+            record = DecisionRecord.diverged("train_loss", ending["diverged_at"])
+            self.trial.set_user_attr(DECISION_ATTR, record.to_dict())
+        elif stopped == "pruned" and self.median:  # the HjorthPruner records its own reason
+            rule = f"MedianPruner: val acc below the earlier trials' median at step {trainer.step}"
+            record = DecisionRecord.without_forecast(Decision.PRUNE, trainer.step, rule)
+            self.trial.set_user_attr(DECISION_ATTR, record.to_dict())
+        if stopped in ("pruned", "diverged"):
+            raise optuna.TrialPruned(f"trial {self.trial.number} {stopped} at step {trainer.step}")
+        # Every objective a study file may name is one of the recorded outcomes.
+        return float(ending[self.run.plan.spec.objective])
+
+    def _catch_up(self, trainer: Trainer, last: bool) -> None:
+        """Report what Optuna has not seen: every ``report_every``-th training loss (and the
+        last one at the probe), or under the MedianPruner every validation accuracy."""
+        curves = trainer.curves
+        if self.median:
+            for step, value in zip(
+                curves.eval_steps[self._reported :], curves.val_acc[self._reported :], strict=True
+            ):
+                self.trial.report(float(value), int(step))
+            self._reported = len(curves.eval_steps)
+            return
+        every, losses = self.run.plan.spec.budget.report_every, curves.train_loss
+        for step in range(self._reported, len(losses)):
+            if step % every == 0 or (last and step == len(losses) - 1):
+                self.trial.report(float(losses[step]), step)
+        self._reported = len(losses)

@@ -1,0 +1,194 @@
+"""``HjorthPruner``: the stopping policy as an Optuna pruner."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
+
+from grokforecast.backends.optuna.monitor import HistorySource, active_history_source
+from grokforecast.core.decision import Decision, DecisionRecord
+from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext, Verdict
+from grokforecast.errors import ConfigError
+from grokforecast.forecast.forecaster import GrokForecaster
+from grokforecast.history import History, hyperparameters_from
+from grokforecast.sweep.outcomes import grok_label, probed_outcomes, probed_probabilities
+from grokforecast.vocabulary import (
+    DECIDED_ATTR,
+    DECISION_ATTR,
+    HYPERPARAMETERS,
+    PROBE_ATTR,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class HjorthPruner(BasePruner):
+    """Prune, once, at the probe step, the trials that are forecast not to grok.
+
+    Ordinary pruners compare validation metrics early and so stop exactly the runs that
+    grok late. This pruner lets every trial run to ``probe_step``, forecasts from the
+    curves so far whether it will grok (:class:`~grokforecast.GrokForecaster`), prunes it
+    there if not, and otherwise never prunes it. A trial whose validation accuracy (from a
+    :class:`~grokforecast.Monitor`, or ``series="val_acc"``) has already reached
+    ``grok_threshold`` by the probe has grokked and is kept whatever the forecast. A NaN
+    or infinite value prunes the trial at once, before the probe too (it diverged); a
+    history the forecaster cannot read keeps it, with the reason in its decision. Every
+    decision is stored as the trial's ``grokforecast_decision`` user attribute. The rule
+    is :class:`~grokforecast.core.policy.StoppingPolicy`, the same as the Ray backend's.
+
+    Example:
+
+        >>> import numpy as np
+        >>> import optuna
+        >>> from grokforecast import HjorthPruner
+        >>> def objective(trial):
+        ...     wd = trial.suggest_float("weight_decay", 0.01, 3.0, log=True)
+        ...     rng = np.random.default_rng(trial.number)
+        ...     for step in range(400):
+        ...         wiggle = 1 + wd * 0.1 * np.sin(step / 3) + 0.01 * rng.normal()
+        ...         trial.report(float(np.exp(-step / 50) * wiggle + 1e-3), step)
+        ...         if trial.should_prune():
+        ...             raise optuna.TrialPruned()
+        ...     return wd
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> study = optuna.create_study(direction="maximize", pruner=HjorthPruner(probe_step=100))
+        >>> study.optimize(objective, n_trials=5)
+        >>> {t.user_attrs["grokforecast_decision"]["step"] for t in study.trials}  # decided at the probe
+        {100}
+        >>> {t.last_step for t in study.trials} <= {100, 399}  # pruned there, or run to the end
+        True
+
+    Args:
+        probe_step:
+            The decision is made at the first check whose newest measurement is at or
+            after this step; before it the pruner prunes only a diverged trial, after it
+            the decision stands (a kept trial is never pruned later).
+        series:
+            What the trial's intermediate values are: ``"train_loss"`` (the paper's
+            signal), ``"val_loss"`` or ``"val_acc"``. Losses are read as lower-is-better
+            and accuracy as higher-is-better, whatever the study's direction. A
+            :class:`~grokforecast.Monitor` in the objective supplies the other series too.
+        forecaster:
+            A fitted :class:`~grokforecast.GrokForecaster`; default: the shipped one for
+            what the trial provides (``"full"`` with a Monitor logging every series,
+            else the one for ``series`` alone).
+        threshold:
+            Prune when the forecast P(grok) is below this (ignored with ``keep_top``);
+            ``BENCHMARKS.md`` shows what the default keeps and spends.
+        keep_top:
+            If given, prune when the trial's forecast ranks below this fraction of the
+            trials probed so far in the study (itself included); until ``n_min_probed``
+            trials have been probed, keep.
+        n_min_probed:
+            Trials to probe before ``keep_top`` ranks anyone.
+        exploration:
+            Probability that a trial the rule would prune runs to full length anyway
+            (decision ``explore``), so that recalibration also sees low-forecast trials.
+            The draw is a function of ``seed`` and the trial number: every worker agrees.
+        recalibrate:
+            Refit the forecast's probability scale on the study's completed, probed trials
+            (Platt scaling) once ``min_calibration_trials`` of them with both outcomes
+            exist.
+        min_calibration_trials:
+            See ``recalibrate``.
+        grok_threshold:
+            Validation accuracy that counts as grokked.
+        grok_value:
+            Objective value that counts as grokked for recalibration (``>=`` when the
+            study maximizes, ``<=`` when it minimizes); default: ``grok_threshold``.
+            Trials with a ``grokked`` user attribute use that instead.
+        hyperparameters:
+            Where the trial's learning rate, weight decay and data fraction are among its
+            parameters, as ``{"lr": ..., "weight_decay": ..., "data_fraction": ...}``
+            (default: those very names). When a trial has all three and a Monitor supplies
+            every curve, the forecast uses them too (``"full+hyperparameters"``), which
+            predicts markedly better (``BENCHMARKS.md``).
+        seed:
+            Seed of the exploration draws.
+    """
+
+    def __init__(
+        self,
+        probe_step: int,
+        *,
+        series: str = PolicySettings.series,
+        forecaster: GrokForecaster | None = None,
+        threshold: float = PolicySettings.threshold,
+        keep_top: float | None = PolicySettings.keep_top,
+        n_min_probed: int = PolicySettings.n_min_probed,
+        exploration: float = PolicySettings.exploration,
+        recalibrate: bool = PolicySettings.recalibrate,
+        min_calibration_trials: int = PolicySettings.min_calibration_trials,
+        grok_threshold: float = PolicySettings.grok_threshold,
+        grok_value: float | None = None,
+        hyperparameters: dict[str, str] | None = None,
+        seed: int = PolicySettings.seed,
+    ) -> None:
+        settings = PolicySettings.of(locals())  # every policy keyword, by name
+        self.policy = StoppingPolicy(settings, forecaster)
+        self.grok_value = grok_threshold if grok_value is None else grok_value
+        self.hyperparameters = dict(hyperparameters or {name: name for name in HYPERPARAMETERS})
+        if set(self.hyperparameters) != set(HYPERPARAMETERS):
+            raise ConfigError(
+                f"hyperparameters must map exactly {list(HYPERPARAMETERS)} to the trial's "
+                f"parameter names but got {hyperparameters}"
+            )
+
+    @property
+    def settings(self) -> PolicySettings:
+        return self.policy.settings
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        last_step = trial.last_step
+        if last_step is None:
+            return False
+        earlier = trial.system_attrs.get(DECIDED_ATTR)
+        if earlier is not None:
+            return earlier == Decision.PRUNE.value
+        source = active_history_source(study.study_name, trial.number)
+        if not math.isfinite(trial.intermediate_values[last_step]):
+            history = self._history(trial, source, last_step)
+            record = self.policy.diverged(history) or DecisionRecord.diverged(self.settings.series, last_step)
+            return self._store(study, trial, Verdict(record, None))
+        newest = source.newest_step if source is not None else None
+        step = last_step if newest is None else max(last_step, newest)
+        if not self.policy.is_due(step):
+            return False
+        history = self._history(trial, source, step)
+        verdict = self.policy.decide(history, trial.number, self._context(study, trial), step)
+        return self._store(study, trial, verdict)
+
+    def _history(self, trial: FrozenTrial, source: HistorySource | None, step: int) -> History:
+        """The Monitor's (or the sweep trainer's) curves, else the intermediate values,
+        with the trial's hyperparameters when it has them all."""
+        if source is not None:
+            history = source.history(until=step)
+        else:
+            history = History.from_intermediate_values(trial.intermediate_values, self.settings.series, step)
+        if history.hyperparameters is None:
+            history = history.with_hyperparameters(hyperparameters_from(trial.params, self.hyperparameters))
+        return history
+
+    def _store(self, study: optuna.Study, trial: FrozenTrial, verdict: Verdict) -> bool:
+        if verdict.probe is not None:
+            study._storage.set_trial_system_attr(trial._trial_id, PROBE_ATTR, verdict.probe.to_dict())
+        study._storage.set_trial_user_attr(trial._trial_id, DECISION_ATTR, verdict.record.to_dict())
+        study._storage.set_trial_system_attr(trial._trial_id, DECIDED_ATTR, verdict.record.decision.value)
+        logger.info("trial %d: %s", trial.number, verdict.record.reason)
+        return verdict.stops
+
+    def _context(self, study: optuna.Study, trial: FrozenTrial) -> StudyContext:
+        settings = self.settings
+        if not settings.recalibrate and settings.keep_top is None:
+            return StudyContext()
+        trials = study.get_trials(deepcopy=False)
+        outcomes = ()
+        if settings.recalibrate:
+            completed = [t for t in trials if t.state is TrialState.COMPLETE]
+            outcomes = tuple(probed_outcomes(completed, grok_label(study, self.grok_value)).values())
+        probed = probed_probabilities(trials, trial.number) if settings.keep_top is not None else ()
+        return StudyContext(outcomes, probed)

@@ -1,0 +1,276 @@
+"""``GrokForecastScheduler``: the stopping policy as a Ray Tune trial scheduler.
+
+The Ray Tune counterpart of :class:`~grokforecast.HjorthPruner`, over the same
+:class:`~grokforecast.core.policy.StoppingPolicy`: every trial runs to the probe step,
+the forecast reads its curves so far, and the trial is stopped there when it says the run
+will not grok; otherwise it is never stopped. Written in the manner of Ray's
+``median_stopping_rule.py`` (a ``FIFOScheduler`` that answers ``on_trial_result`` and
+learns in ``on_trial_complete``); this module only translates Tune's results into a
+:class:`~grokforecast.history.History` and the verdict into ``STOP`` or ``CONTINUE``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from grokforecast.backends.ray.state import SavesStateToFile
+from grokforecast.core.calibration import Outcome
+from grokforecast.core.decision import Decision, DecisionRecord, Probe
+from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext
+from grokforecast.forecast.forecaster import GrokForecaster
+from grokforecast.history import History, hyperparameters_from
+from grokforecast.vocabulary import CURVE_GROUPS, INTERVAL_SUFFIX, TRIAL_NUMBER
+
+
+class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
+    """Stop, once, at the probe step, the Tune trials forecast not to grok.
+
+    Each result may carry any of ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``
+    and ``weight_norm`` at the step ``result[time_attr]``; a list under
+    ``"train_loss_interval"`` (likewise for the others) gives the dense values of the steps
+    since the previous result, which is what the paper's spectral signal is computed on.
+    At the first result at or after ``probe_step`` the scheduler forecasts from everything
+    collected and answers ``STOP`` (forecast below ``threshold``) or ``CONTINUE``; that
+    decision stands for the rest of the trial. A trial whose ``val_acc`` has already
+    reached ``grok_threshold`` by then has grokked and continues whatever the forecast; a
+    non-finite value stops a trial at once (it diverged). The hyperparameters ``lr``,
+    ``weight_decay`` and ``data_fraction`` are read from the trial's config when present.
+    Every option means what it means for :class:`~grokforecast.HjorthPruner`
+    (:class:`~grokforecast.core.policy.PolicySettings`).
+    A trial that was forecast and ran to its end teaches the scheduler how forecasts turn
+    out in this experiment: it grokked when its last result says ``grokked``, or else when
+    ``grok_metric`` reached ``grok_value`` in one of its results.
+
+    Tune does not save a scheduler's state with an experiment; add
+    :meth:`state_callback` to the ``RunConfig`` callbacks so that a restored experiment
+    (``Tuner.restore``) keeps the decisions already made.
+
+    Example:
+
+        >>> import numpy as np
+        >>> from ray import tune
+        >>> from grokforecast.backends.ray import GrokForecastScheduler
+        >>> def trainable(config):
+        ...     rng = np.random.default_rng(0)
+        ...     for step in range(10, 410, 10):
+        ...         noise = 1 + config["weight_decay"] * 0.1 * np.sin(np.arange(step - 10, step) / 3)
+        ...         losses = np.exp(-np.arange(step - 10, step) / 50) * noise + 1e-3
+        ...         tune.report({"step": step, "train_loss": losses[-1], "train_loss_interval": list(losses)})
+        >>> scheduler = GrokForecastScheduler(probe_step=100)
+        >>> tuner = tune.Tuner(
+        ...     trainable,
+        ...     param_space={"weight_decay": tune.grid_search([0.01, 3.0])},
+        ...     tune_config=tune.TuneConfig(scheduler=scheduler),
+        ...     run_config=tune.RunConfig(verbose=0, callbacks=[scheduler.state_callback()]),
+        ... )
+        >>> results = tuner.fit()  # doctest: +SKIP
+        >>> [r.metrics["step"] for r in results]  # stopped at step 100, or run to 400  # doctest: +SKIP
+        [100, 400]
+
+    Args:
+        probe_step:
+            The decision is made at the first result whose ``time_attr`` is at or after
+            this value; before it the scheduler stops only a diverged trial.
+        time_attr:
+            The result key counting training progress (optimizer steps for grokforecast's
+            trainable; ``"training_iteration"`` works for any trainable).
+        grok_metric, grok_value:
+            A trial whose last result does not say ``grokked`` grokked when
+            ``grok_metric`` reached ``grok_value`` (default: ``grok_threshold``) in one of
+            its results.
+        series, forecaster, threshold, keep_top, n_min_probed, exploration, recalibrate,
+        min_calibration_trials, grok_threshold, seed:
+            As for :class:`~grokforecast.HjorthPruner`. Exploration is drawn from ``seed``
+            and the trial (its Optuna trial number under grokforecast's Ray backend, so
+            that both backends draw the same); ``keep_top`` ranks among the trials this
+            scheduler has probed.
+    """
+
+    def __init__(
+        self,
+        probe_step: int,
+        *,
+        time_attr: str = "step",
+        series: str = PolicySettings.series,
+        forecaster: GrokForecaster | None = None,
+        threshold: float = PolicySettings.threshold,
+        keep_top: float | None = PolicySettings.keep_top,
+        n_min_probed: int = PolicySettings.n_min_probed,
+        exploration: float = PolicySettings.exploration,
+        recalibrate: bool = PolicySettings.recalibrate,
+        min_calibration_trials: int = PolicySettings.min_calibration_trials,
+        grok_threshold: float = PolicySettings.grok_threshold,
+        grok_metric: str = "val_acc",
+        grok_value: float | None = None,
+        seed: int = PolicySettings.seed,
+    ) -> None:
+        super().__init__()
+        settings = PolicySettings.of(locals())  # every policy keyword, by name
+        self.policy = StoppingPolicy(settings, forecaster)
+        self.time_attr = time_attr
+        self.grok_metric = grok_metric
+        self.grok_value = grok_threshold if grok_value is None else grok_value
+        # Kept through a trial's error (FIFOScheduler's on_trial_error does nothing): a retry
+        # from a checkpoint re-reports only the steps after it.
+        self._curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self._decisions: dict[str, DecisionRecord] = {}
+        self._probes: dict[str, Probe] = {}
+        self._reached_grok_value: set[str] = set()
+        #: What each forecast trial that ran to its end taught, by trial key.
+        self._outcomes: dict[str, Outcome] = {}
+
+    @property
+    def settings(self) -> PolicySettings:
+        return self.policy.settings
+
+    # -- Tune's hooks ----------------------------------------------------------------
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        return self.decide(trial.trial_id, result, trial.config)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self.learn(trial.trial_id, result or {}, trial.config)
+        self._curves.pop(trial.trial_id, None)
+        self._reached_grok_value.discard(trial.trial_id)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._curves.pop(trial.trial_id, None)
+
+    def debug_string(self) -> str:
+        stopped = sum(r.decision is Decision.PRUNE for r in self._decisions.values())
+        return (
+            f"GrokForecastScheduler: {len(self._decisions)} decided, {stopped} stopped, "
+            f"{len(self._outcomes)} finished to learn from."
+        )
+
+    # -- the decision ----------------------------------------------------------------
+
+    def decide(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+        """``STOP`` or ``CONTINUE`` for one result of one trial (Tune calls this per result)."""
+        value = result.get(self.grok_metric)
+        if value is not None and value >= self.grok_value:
+            self._reached_grok_value.add(trial_id)
+        if trial_id in self._decisions:
+            return self._answer(self._decisions[trial_id])
+        step = result.get(self.time_attr)
+        if step is None:
+            return TrialScheduler.CONTINUE
+        points = _points(result, step)
+        curves = self._curves.setdefault(trial_id, defaultdict(list))
+        for name, new in points.items():
+            curves[name].extend(new)
+        diverged = self.policy.diverged(History.from_points(points))
+        if diverged is not None:
+            return self._settle(trial_id, diverged)
+        if not self.policy.is_due(step):
+            return TrialScheduler.CONTINUE
+        history = History.from_points(curves, hyperparameters_from(config))
+        context = StudyContext(
+            tuple(self._outcomes.values()),
+            [p.probability for key, p in self._probes.items() if key != trial_id],
+        )
+        verdict = self.policy.decide(history, _trial_key(trial_id, config), context, step)
+        if verdict.probe is not None:
+            self._probes[trial_id] = verdict.probe
+        return self._settle(trial_id, verdict.record)
+
+    def _settle(self, trial_id: str, record: DecisionRecord) -> str:
+        self._decisions[trial_id] = record
+        self._curves.pop(trial_id, None)
+        return self._answer(record)
+
+    def learn(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+        """Take in how a trial that ended turned out (Tune calls this with its last result).
+
+        Only a trial whose probe teaches (:attr:`~grokforecast.core.decision.Probe.teaches`)
+        does: a stopped trial's outcome is unknown, and one that had grokked by its probe
+        ran on whatever the forecast said. Nor does one whose loss diverged (its last
+        result has ``diverged_at``), which the study records as pruned, as on the Optuna
+        backend, whose pruner never learns from it.
+        """
+        probe = self._probes.get(trial_id)
+        if probe is None or not probe.teaches or result.get("diverged_at") is not None:
+            return
+        grokked = result.get("grokked")
+        if grokked is None:
+            grokked = trial_id in self._reached_grok_value
+        self.add_outcome(_trial_key(trial_id, config), Outcome(probe.forecaster, probe.logit, bool(grokked)))
+
+    def add_outcome(self, trial: str | int, outcome: Outcome) -> None:
+        """Record how ``trial`` (an Optuna trial number, or a Tune id), forecast and run to
+        its end, turned out (the Ray backend adds a resumed study's finished trials)."""
+        self._outcomes[str(trial)] = outcome
+
+    def decision(self, trial_id: str) -> DecisionRecord | None:
+        """The decision made for a trial, with its reason; None before its probe step."""
+        return self._decisions.get(trial_id)
+
+    def probe(self, trial_id: str) -> Probe | None:
+        """The forecast behind a decision (logit, probability, forecaster), as the Optuna
+        pruner stores it; None for a trial not forecast (diverged, or not yet probed)."""
+        return self._probes.get(trial_id)
+
+    def _answer(self, record: DecisionRecord) -> str:
+        return TrialScheduler.STOP if record.decision is Decision.PRUNE else TrialScheduler.CONTINUE
+
+    # -- state ---------------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """The decisions made, the curves of trials not yet decided, and what finished
+        trials taught."""
+        return {
+            "decisions": dict(self._decisions),
+            "probes": dict(self._probes),
+            "curves": {k: {n: list(p) for n, p in c.items()} for k, c in self._curves.items()},
+            "reached_grok_value": set(self._reached_grok_value),
+            "outcomes": {k: tuple(o) for k, o in self._outcomes.items()},
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._decisions = dict(state["decisions"])
+        self._probes = dict(state["probes"])
+        self._curves = {k: defaultdict(list, c) for k, c in state["curves"].items()}
+        self._reached_grok_value = set(state["reached_grok_value"])
+        self._outcomes = {k: Outcome(*o) for k, o in state["outcomes"].items()}
+
+    def state_callback(self) -> Callback:
+        """A Tune callback that saves this scheduler's state with the experiment's state."""
+        return _SchedulerState(self)
+
+
+class _SchedulerState(Callback):
+    """Carries a scheduler's state through Tune's experiment checkpoints."""
+
+    def __init__(self, scheduler: GrokForecastScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any]:
+        return self.scheduler.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.set_state(state)
+
+
+def _trial_key(trial_id: str, config: Mapping[str, Any]) -> str:
+    """The Optuna trial number a Tune trial stands for, else its Tune id."""
+    return str(config.get(TRIAL_NUMBER, trial_id))
+
+
+def _points(result: Mapping[str, Any], step: int) -> dict[str, list[tuple[int, float]]]:
+    """The ``(step, value)`` pairs one result carries: the dense ``<series>_interval``
+    values of the steps before ``step``, or the one value at ``step``."""
+    points = {}
+    for name in CURVE_GROUPS:
+        dense = result.get(name + INTERVAL_SUFFIX)
+        if dense is not None:
+            first = step - len(dense)
+            points[name] = [(first + i, float(v)) for i, v in enumerate(dense)]
+        elif name in result:
+            points[name] = [(step, float(result[name]))]
+    return points

@@ -1,0 +1,260 @@
+"""``StoppingPolicy``: the one rule that judges a trial at its probe step, for every backend.
+
+Given a trial's :class:`~grokforecast.history.History`, its key (the Optuna trial
+number, which both backends share) and what the study knows (:class:`StudyContext`), the
+policy returns a :class:`Verdict`: a :class:`~grokforecast.core.decision.DecisionRecord`
+with its reason, and the :class:`~grokforecast.core.decision.Probe` that later trials
+learn from. The Optuna pruner and the Ray Tune scheduler only translate their protocols
+into this call, as Ray's ``AsyncHyperBandScheduler`` does over its ``_Bracket``.
+
+The steps of a decision, in order:
+
+1. A history with a NaN or infinite value is pruned: the run diverged (an outcome, not
+   a crash). This applies at any step, before the probe too.
+2. The forecaster that fits what the history holds reads it (the shipped calibration for
+   every curve and the hyperparameters, for every curve, or for the one reported series;
+   or the caller's). A history it cannot read (too short, say) keeps the trial, with the
+   reason in the record and one warning per policy: stopping on missing evidence would be
+   worse than letting it run.
+3. The raw logit is recalibrated on the study's finished trials (Platt scaling).
+4. A run whose validation accuracy has reached the study's grok threshold is kept: there
+   is nothing left to forecast, and it may be the study's best trial.
+5. Otherwise the rule: prune below ``threshold``, or outside the ``keep_top`` fraction of
+   the trials probed so far.
+6. A trial the rule prunes may be drawn to run on anyway (``exploration``).
+
+Probe-step convention: a trial is judged at the first report whose step is at or after
+``probe_step``, where a report's step is that of the newest measurement it carries. The
+sweeps of both backends report a trial once it has trained ``probe_steps`` optimizer
+updates: its evaluation at that step is the newest measurement, so both decide at
+exactly ``probe_steps``, on the training loss of steps ``0 .. probe_steps - 1`` (the loss
+at step ``s`` is measured before update ``s + 1``) and every evaluation up to and at
+``probe_steps``.
+
+Example:
+
+    >>> from grokforecast.history import History
+    >>> from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext
+    >>> from grokforecast.corpus import load_corpus
+    >>> record = load_corpus("quadratic_add97")[0]
+    >>> policy = StoppingPolicy(PolicySettings(probe_step=60))
+    >>> verdict = policy.decide(History.from_record(record, until=60), trial=0, context=StudyContext())
+    >>> verdict.record.step, verdict.record.forecaster
+    (60, 'full+hyperparameters')
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from grokforecast.core.calibration import Calibration, Outcome, calibration_for
+from grokforecast.core.decision import Decision, DecisionRecord, Probe, settled
+from grokforecast.errors import ConfigError
+from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
+from grokforecast.history import History
+from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD, SERIES
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """Every option of the stopping policy, with its default and its check, written once:
+    :class:`~grokforecast.HjorthPruner`, the Ray backend's ``GrokForecastScheduler`` and a
+    study file's ``[pruner]`` table all take these, with the same meaning.
+
+    Args:
+        probe_step: The step at which the trial is judged (see the module's convention).
+        threshold: Prune when the forecast P(grok) is below this (ignored with
+            ``keep_top``).
+        keep_top: If given, prune when the trial's forecast ranks below this fraction of
+            the trials probed so far in the study (itself included).
+        n_min_probed: Trials to probe before ``keep_top`` ranks anyone.
+        exploration: Probability that a trial the rule would prune runs on anyway.
+        recalibrate: Refit the probability scale on the study's finished trials.
+        min_calibration_trials: Finished forecast trials, with both outcomes, before the
+            recalibration is used.
+        grok_threshold: Validation accuracy that counts as grokked (the keep rule for
+            runs that have grokked by the probe).
+        series: The series a caller reports when it supplies only one (``"train_loss"``,
+            ``"val_loss"`` or ``"val_acc"``): it picks the shipped calibration used then.
+        seed: Seed of the exploration draws.
+    """
+
+    probe_step: int
+    threshold: float = 0.2
+    keep_top: float | None = None
+    n_min_probed: int = 5
+    exploration: float = 0.05
+    recalibrate: bool = True
+    min_calibration_trials: int = 10
+    grok_threshold: float = DEFAULT_GROK_THRESHOLD
+    series: str = "train_loss"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.probe_step >= 1, "probe_step", "must be at least 1"),
+            (0.0 <= self.threshold <= 1.0, "threshold", "must lie in [0, 1]"),
+            (self.keep_top is None or 0.0 < self.keep_top <= 1.0, "keep_top", "must lie in (0, 1]"),
+            (self.n_min_probed >= 1, "n_min_probed", "must be at least 1"),
+            (0.0 <= self.exploration <= 1.0, "exploration", "must lie in [0, 1]"),
+            (self.min_calibration_trials >= 2, "min_calibration_trials", "must be at least 2"),
+            (0.0 < self.grok_threshold <= 1.0, "grok_threshold", "must lie in (0, 1]"),
+            (self.series in SERIES, "series", f"must be one of {SERIES}"),
+        )
+        for holds, name, requirement in checks:
+            if not holds:
+                raise ConfigError(f"{name}={getattr(self, name)!r} {requirement}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, arguments: Mapping[str, Any]) -> PolicySettings:
+        """The settings among ``arguments`` (a stopper's keyword arguments), by name."""
+        return cls(**{name: arguments[name] for name in cls.names() if name in arguments})
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What the study knows when a trial is judged: what its finished trials taught (for
+    the recalibration) and the P(grok) of its other probed trials (for ``keep_top``)."""
+
+    outcomes: Sequence[Outcome] = ()
+    probed: Sequence[float] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision and, when a forecast was made, the probe record later trials learn from."""
+
+    record: DecisionRecord
+    probe: Probe | None
+
+    @property
+    def stops(self) -> bool:
+        return self.record.decision is Decision.PRUNE
+
+
+class StoppingPolicy:
+    """Judge trials at their probe step (see the module's docstring for the steps).
+
+    Args:
+        settings: The options (:class:`PolicySettings`).
+        forecaster: A fitted :class:`~grokforecast.GrokForecaster` to use instead of the
+            shipped calibrations.
+    """
+
+    def __init__(self, settings: PolicySettings, forecaster: GrokForecaster | None = None) -> None:
+        if forecaster is not None and not forecaster.fitted:
+            raise ConfigError("forecaster is not fitted; call fit() or use GrokForecaster.pretrained()")
+        self.settings = settings
+        self.custom_forecaster = forecaster
+        self._pretrained: dict[str, GrokForecaster] = {}
+        self._warned_unreadable = False
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pretrained": {}}  # reloaded from the package on demand
+
+    def is_due(self, step: int | None) -> bool:
+        """Whether a report at ``step`` is the probe (or after it)."""
+        return step is not None and step >= self.settings.probe_step
+
+    def diverged(self, history: History) -> DecisionRecord | None:
+        """The record that prunes a history with a non-finite value (step 1), else None."""
+        found = history.first_non_finite()
+        return None if found is None else DecisionRecord.diverged(*found)
+
+    def decide(
+        self, history: History, trial: int | str, context: StudyContext, step: int | None = None
+    ) -> Verdict:
+        """Judge ``trial`` on ``history`` (at ``step``, default its newest measurement)."""
+        step = history.newest_step if step is None else step
+        diverged = self.diverged(history)
+        if diverged is not None:
+            return Verdict(diverged, None)
+        key, forecaster = self.forecaster_for(history)
+        try:
+            assessment = forecaster.assess(history)
+        except ValueError as error:
+            return Verdict(self._unreadable(trial, step, error), None)
+        calibration = self.calibration(context.outcomes, key)
+        probability = calibration.probability(assessment.logit)
+        grokked_rule = self._already_grokked(history)
+        prune, rule = (False, grokked_rule) if grokked_rule else self._rule(probability, context.probed)
+        decision = settled(prune, self.settings.seed, trial, self.settings.exploration)
+        record = DecisionRecord(
+            decision,
+            int(step),
+            probability,
+            rule,
+            assessment.main_features,
+            calibration.trials,
+            assessment.features,
+            key,
+        )
+        probe = Probe(decision, assessment.logit, probability, key, grokked_at_probe=grokked_rule is not None)
+        return Verdict(record, probe)
+
+    def forecaster_for(self, history: History) -> tuple[str, GrokForecaster]:
+        """The forecaster for what ``history`` holds, and its key (which outcomes teach it)."""
+        if self.custom_forecaster is not None:
+            return "custom", self.custom_forecaster
+        key = pretrained_inputs_for(history, self.settings.series)
+        if key not in self._pretrained:
+            self._pretrained[key] = GrokForecaster.pretrained(key)
+        return key, self._pretrained[key]
+
+    def calibration(self, outcomes: Sequence[Outcome], forecaster_key: str) -> Calibration:
+        if not self.settings.recalibrate:
+            return Calibration()
+        return calibration_for(outcomes, forecaster_key, self.settings.min_calibration_trials)
+
+    def _unreadable(self, trial: int | str, step: int, error: ValueError) -> DecisionRecord:
+        if not self._warned_unreadable:
+            self._warned_unreadable = True
+            logger.warning(
+                "cannot forecast trial %s at step %s (%s); it is kept without a forecast. Report the "
+                "series more often before the probe step, or raise probe_step (warned once)",
+                trial,
+                step,
+                error,
+            )
+        return DecisionRecord.without_forecast(Decision.KEEP, int(step), f"no forecast ({error})")
+
+    def _already_grokked(self, history: History) -> str | None:
+        """The keep rule's text for a run whose validation accuracy has reached the grok
+        threshold by now, else None (or when it records none).
+
+        The forecast is a guess at whether a run will reach that accuracy, read mostly from
+        curves of runs still on their way; for a run that has reached it the answer is
+        known (on digits, one at 97 % by step 110 was forecast at 0.06, its curves and
+        hyperparameters being those of a non-grokker).
+        """
+        if "val_acc" not in history:
+            return None
+        accuracy = np.asarray(history["val_acc"], dtype=float)
+        level = self.settings.grok_threshold
+        if accuracy.size == 0 or accuracy.max() < level:
+            return None
+        return f"val_acc {accuracy.max():.3f} already >= {level:g} (grokked, nothing to forecast)"
+
+    def _rule(self, probability: float, probed: Sequence[float]) -> tuple[bool, str]:
+        settings = self.settings
+        if settings.keep_top is None:
+            return probability < settings.threshold, f"threshold {settings.threshold:g}"
+        if len(probed) + 1 < settings.n_min_probed:
+            warm_up = f"warm-up: {len(probed) + 1} of {settings.n_min_probed} probed"
+            return False, f"keep_top {settings.keep_top:g} ({warm_up})"
+        cutoff = float(np.quantile([*probed, probability], 1.0 - settings.keep_top))
+        return (
+            probability < cutoff,
+            f"keep_top {settings.keep_top:g} of {len(probed) + 1} probed (cut-off {cutoff:.3f})",
+        )

@@ -1,0 +1,183 @@
+"""``History``: what a trial has measured so far, the one input of the stopping policy.
+
+A history holds series (steps and values each) and, when known, the run's
+hyperparameters. It reads like the mapping the forecaster takes
+(:mod:`grokforecast.forecast.features`): ``history["val_acc"]``,
+``history["val_acc_steps"]``, ``history["hyperparameters"]``. There is one constructor per
+place a history comes from, so every backend hands the policy the same thing for the same
+measurements:
+
+- :meth:`History.from_curves`: a trainer's :class:`~grokforecast.curves.Curves` (a live
+  sweep trial, a corpus record with :meth:`History.from_record`);
+- :meth:`History.from_points`: ``(step, value)`` pairs gathered from reports (Ray Tune
+  results, an Optuna :class:`~grokforecast.Monitor`);
+- :meth:`History.from_intermediate_values`: an Optuna trial's intermediate values;
+- :meth:`History.from_stored`: the dense curves of the study database.
+
+Example:
+
+    >>> from grokforecast.history import History
+    >>> history = History.from_points({"train_loss": [(0, 2.3), (1, 2.1), (2, 1.8)]})
+    >>> history.newest_step, list(history["train_loss_steps"])
+    (2, [0, 1, 2])
+    >>> history.until(1)["train_loss"].tolist()
+    [2.3, 2.1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
+
+if TYPE_CHECKING:
+    from grokforecast.curves import Curves
+    from grokforecast.records import RunRecord
+
+Points = Iterable[tuple[int, float]]
+SeriesArrays = tuple[np.ndarray, np.ndarray]
+
+
+def hyperparameters_from(
+    params: Mapping[str, Any], names: Mapping[str, str] | None = None
+) -> dict[str, float] | None:
+    """The forecaster's hyperparameters (``lr``, ``weight_decay``, ``data_fraction``) from a
+    trial's parameters, where ``names`` says which parameter holds each (default: those very
+    names); None when any is missing or not a number."""
+    names = names or {name: name for name in HYPERPARAMETERS}
+    values = {name: params.get(names[name]) for name in HYPERPARAMETERS}
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
+        return None
+    return {name: float(value) for name, value in values.items()}
+
+
+class History(Mapping[str, Any]):
+    """A trial's series so far, ``{name: (steps, values)}``, and its hyperparameters."""
+
+    def __init__(
+        self, series: Mapping[str, SeriesArrays], hyperparameters: Mapping[str, float] | None = None
+    ) -> None:
+        self.series = {
+            name: (np.asarray(steps, dtype=int), np.asarray(values, dtype=float))
+            for name, (steps, values) in series.items()
+        }
+        self.hyperparameters = dict(hyperparameters) if hyperparameters is not None else None
+        flat: dict[str, Any] = {}
+        for name, (steps, values) in self.series.items():
+            flat[name], flat[f"{name}_steps"] = values, steps
+        if self.hyperparameters is not None:
+            flat["hyperparameters"] = self.hyperparameters
+        self._flat = flat
+
+    # -- constructors ----------------------------------------------------------------
+
+    @classmethod
+    def from_curves(
+        cls,
+        curves: Curves,
+        until: int | None = None,
+        hyperparameters: Mapping[str, float] | None = None,
+    ) -> History:
+        """The series of a trainer's curves the forecaster reads, measured up to and at
+        step ``until`` (default: everything)."""
+        eval_steps = np.asarray(curves.eval_steps, dtype=int)
+        series: dict[str, SeriesArrays] = {}
+        for name in CURVE_GROUPS:
+            values = np.asarray(getattr(curves, name), dtype=float)
+            steps = np.arange(len(values)) if name in ("train_loss", "train_acc") else eval_steps
+            series[name] = (steps, values)
+        history = cls(series, hyperparameters)
+        return history if until is None else history.until(until)
+
+    @classmethod
+    def from_record(cls, record: RunRecord, until: int | None = None) -> History:
+        """A corpus record's curves up to ``until``, with its recorded hyperparameters."""
+        return cls.from_curves(record.curves, until, hyperparameters_from(record.config))
+
+    @classmethod
+    def from_points(
+        cls, points: Mapping[str, Points], hyperparameters: Mapping[str, float] | None = None
+    ) -> History:
+        """Series from ``(step, value)`` pairs in any order; a step given twice keeps its
+        last value (a trial retried from a checkpoint reports some steps again)."""
+        series = {}
+        for name, pairs in points.items():
+            by_step = dict(pairs)
+            if by_step:
+                steps = sorted(by_step)
+                series[name] = (np.asarray(steps), np.asarray([by_step[s] for s in steps]))
+        return cls(series, hyperparameters)
+
+    @classmethod
+    def from_intermediate_values(
+        cls,
+        values: Mapping[int, float],
+        series: str,
+        until: int | None = None,
+        hyperparameters: Mapping[str, float] | None = None,
+    ) -> History:
+        """An Optuna trial's intermediate values, read as the series ``series``."""
+        history = cls.from_points({series: values.items()}, hyperparameters)
+        return history if until is None else history.until(until)
+
+    @classmethod
+    def from_stored(
+        cls,
+        curves: Mapping[str, SeriesArrays],
+        until: int | None = None,
+        hyperparameters: Mapping[str, float] | None = None,
+    ) -> History:
+        """One trial's curves as :func:`~grokforecast.sweep.storage.read_curves` returns them."""
+        history = cls({name: curves[name] for name in CURVE_GROUPS if name in curves}, hyperparameters)
+        return history if until is None else history.until(until)
+
+    # -- views -------------------------------------------------------------------------
+
+    def until(self, step: int) -> History:
+        """Every measurement taken at or before ``step``."""
+        return History(
+            {
+                name: (steps[steps <= step], values[steps <= step])
+                for name, (steps, values) in self.series.items()
+            },
+            self.hyperparameters,
+        )
+
+    def with_hyperparameters(self, hyperparameters: Mapping[str, float] | None) -> History:
+        return History(self.series, hyperparameters)
+
+    @property
+    def newest_step(self) -> int | None:
+        """The step of the latest measurement of any series (None when empty)."""
+        ends = [int(steps[-1]) for steps, _ in self.series.values() if len(steps)]
+        return max(ends) if ends else None
+
+    def first_non_finite(self) -> tuple[str, int] | None:
+        """The series and step of the earliest NaN or infinite value, if any."""
+        found = []
+        for name, (steps, values) in self.series.items():
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                found.append((int(steps[bad[0]]), name))
+        if not found:
+            return None
+        step, name = min(found)
+        return name, step
+
+    # -- the mapping the forecaster reads ---------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._flat[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat)
+
+    def __len__(self) -> int:
+        return len(self._flat)
+
+    def __repr__(self) -> str:
+        lengths = ", ".join(f"{name}: {len(v)}" for name, (_, v) in self.series.items())
+        return f"History({lengths}; hyperparameters={self.hyperparameters})"

@@ -1,0 +1,66 @@
+"""The study's vocabulary: every name and level that more than one module must agree on.
+
+Attribute names are what a study database holds (and what dashboards and other workers
+read back), so each is written here once; so is the validation accuracy that counts as
+grokked.
+"""
+
+from __future__ import annotations
+
+#: Validation accuracy a run must reach to count as generalized (>= 95 %, docs/science.md).
+#: A study file may set another with ``[train] grok_threshold``; it then applies everywhere.
+DEFAULT_GROK_THRESHOLD = 0.95
+
+#: The series an objective may report to a stopper as its intermediate values.
+SERIES = ("train_loss", "val_loss", "val_acc")
+#: The curves a grokforecast trainer records that the forecaster reads.
+CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
+#: The hyperparameters the forecaster reads, by the names a trial's parameters carry.
+HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
+
+# -- trial attributes ------------------------------------------------------------------
+
+#: User attribute holding the decision record as a dict (shown by dashboards).
+DECISION_ATTR = "grokforecast_decision"
+#: System attribute with what later trials need: the forecast's logit at the probe step.
+PROBE_ATTR = "grokforecast:probe"
+#: System attribute with the decision a stopper made ("keep", "prune", "explore"): it
+#: stands for the rest of the trial. (Optuna hands a pruner the trial's system attributes
+#: as stored, its user attributes as the objective last saw them.)
+DECIDED_ATTR = "grokforecast:decided"
+#: User attribute an objective may set to say whether the finished trial grokked.
+GROKKED_ATTR = "grokked"
+#: User attribute naming why a trial stopped: pruned, diverged, held, budget.
+STOPPED_ATTR = "stopped"
+#: User attribute of a trial that continued another's checkpoint: ``{"trial", "step"}``.
+RESUMED_FROM_ATTR = "resumed_from"
+#: What a finished trial records as user attributes, from its trainer's curves.
+OUTCOME_KEYS = (
+    STOPPED_ATTR,
+    "steps_trained",
+    "t2",
+    "t4",
+    GROKKED_ATTR,
+    "final_train_acc",
+    "final_val_acc",
+    "best_val_acc",
+    "final_val_loss",
+    "final_weight_norm",
+    "diverged_at",
+)
+
+# -- study attributes ------------------------------------------------------------------
+
+#: Study user attribute holding the study file's text, so any worker can rebuild the plan.
+SPEC_ATTR = "grokforecast_spec"
+#: Study user attribute with the study file's name.
+SPEC_FILE_ATTR = "grokforecast_spec_file"
+
+# -- Ray Tune results and configs ------------------------------------------------------
+
+#: A result key ``<series>_interval`` holds that series' value at every step since the
+#: previous result (the trainer's dense per-step curve); ``<series>`` alone is one value.
+INTERVAL_SUFFIX = "_interval"
+#: Config key naming the Optuna trial a Tune trial is (set by grokforecast's Ray backend):
+#: exploration draws and outcomes are keyed by it, as the Optuna pruner's are.
+TRIAL_NUMBER = "optuna_trial_number"

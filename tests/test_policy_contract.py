@@ -1,0 +1,241 @@
+"""The stopping policy's contract, checked once for both backends.
+
+The same recorded runs are fed to the Optuna pruner (in a real Optuna study, reported as
+the sweep's trials report them: the training loss at a stride, every curve read from
+the trainer) and to the Ray Tune scheduler (as the results the sweep's trainable sends):
+both must decide the same, at the same step, for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from typing import Any, NamedTuple
+
+import optuna
+import pytest
+from ray.tune.schedulers import TrialScheduler
+from recorded import results
+
+from grokforecast import GrokForecaster, GrokForecastScheduler, HjorthPruner
+from grokforecast.backends.optuna.monitor import register_history_source
+from grokforecast.corpus import load_corpus
+from grokforecast.errors import ConfigError
+from grokforecast.history import History
+from grokforecast.records import RunRecord
+from grokforecast.sweep.outcomes import grok_label, probed_outcomes
+from grokforecast.vocabulary import DECISION_ATTR, HYPERPARAMETERS, TRIAL_NUMBER
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+QUADRATIC = load_corpus("quadratic_add97")  # 600 steps, evaluated every 5: probe at 60
+REPORT_EVERY = 10
+
+
+class Ran(NamedTuple):
+    """One trial fed to a backend: its stored decision record, and where it was stopped."""
+
+    decision: dict[str, Any] | None
+    stopped_at: int | None
+
+
+class _ReportedCurves:
+    """The history source of a trial fed from results (as the sweep's trainer is)."""
+
+    def __init__(self) -> None:
+        self.points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.newest_step: int | None = None
+
+    def add(self, result: dict[str, Any]) -> None:
+        step = result["step"]
+        for name in ("train_loss", "train_acc"):
+            dense = result[f"{name}_interval"]
+            self.points[name].extend((step - len(dense) + i, v) for i, v in enumerate(dense))
+        for name in ("val_loss", "val_acc", "weight_norm"):
+            self.points[name].append((step, result[name]))
+        self.newest_step = step
+
+    def history(self, until: int | None = None) -> History:
+        history = History.from_points(self.points)
+        return history if until is None else history.until(until)
+
+
+class OptunaBackend:
+    """Feeds records to a :class:`HjorthPruner` in a real Optuna study."""
+
+    def __init__(self, **options: Any) -> None:
+        self.stopper = HjorthPruner(**options)
+        self.study = optuna.create_study(direction="maximize", pruner=self.stopper)
+
+    def run(self, record: RunRecord, reports: list[dict] | None = None) -> Ran:
+        stopped_at = []
+
+        def objective(trial: optuna.Trial) -> float:
+            for name in HYPERPARAMETERS:
+                trial.suggest_float(name, record.config[name], record.config[name])
+            source = _ReportedCurves()
+            register_history_source(trial, source)
+            for result in reports or results(record):
+                source.add(result)
+                losses, step = result["train_loss_interval"], result["step"]
+                for offset, loss in enumerate(losses):
+                    at = step - len(losses) + offset
+                    if at % REPORT_EVERY == 0 or offset == len(losses) - 1:
+                        trial.report(loss, at)
+                if losses and trial.should_prune():
+                    stopped_at.append(step)
+                    raise optuna.TrialPruned()
+            trial.set_user_attr("grokked", record.grokked)
+            return record.curves.val_acc[-1]
+
+        self.study.optimize(objective, n_trials=1)
+        trial = self.study.trials[-1]
+        return Ran(trial.user_attrs.get(DECISION_ATTR), stopped_at[0] if stopped_at else None)
+
+    def taught(self) -> dict:
+        return probed_outcomes(self.study.trials, grok_label(self.study, None))
+
+
+class RayBackend:
+    """Feeds records to a :class:`GrokForecastScheduler` as Tune hands it results."""
+
+    def __init__(self, **options: Any) -> None:
+        self.stopper = GrokForecastScheduler(**options)
+        self.trials = 0
+
+    def run(self, record: RunRecord, reports: list[dict] | None = None) -> Ran:
+        number, self.trials = self.trials, self.trials + 1
+        trial_id, config = f"tune-{number}", {**record.config, TRIAL_NUMBER: number}
+        stopped_at = None
+        for result in reports or results(record):
+            if self.stopper.decide(trial_id, result, config) == TrialScheduler.STOP:
+                stopped_at = result["step"]
+                break
+        else:
+            self.stopper.learn(trial_id, {"grokked": record.grokked}, config)
+        decision = self.stopper.decision(trial_id)
+        return Ran(None if decision is None else decision.to_dict(), stopped_at)
+
+    def taught(self) -> dict:
+        return self.stopper.get_state()["outcomes"]
+
+
+BACKENDS = {"optuna": OptunaBackend, "ray": RayBackend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> type:
+    return BACKENDS[request.param]
+
+
+def _decisions(backend: type, records: list[RunRecord], **options: Any) -> list[tuple]:
+    fed = backend(**options)
+    ran = [fed.run(record) for record in records]
+    return [
+        (
+            r.decision["decision"],
+            r.decision["step"],
+            r.decision["probability"],
+            r.decision["calibrated_on"],
+            r.decision["rule"],
+            r.stopped_at,
+        )
+        for r in ran
+    ]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"exploration": 0.3, "min_calibration_trials": 6, "seed": 3},
+        {"keep_top": 0.5, "n_min_probed": 4, "exploration": 0.1, "recalibrate": False},
+    ],
+    ids=["threshold-recalibrated-exploring", "keep-top"],
+)
+def test_both_backends_decide_the_same_at_the_same_step(options: dict) -> None:
+    records = QUADRATIC[:30]
+    optuna_decisions = _decisions(OptunaBackend, records, probe_step=60, **options)
+    ray_decisions = _decisions(RayBackend, records, probe_step=60, **options)
+    for on_optuna, on_ray in zip(optuna_decisions, ray_decisions, strict=True):
+        assert on_optuna[:2] == on_ray[:2] and on_optuna[3:] == on_ray[3:]
+        assert on_optuna[2] == pytest.approx(on_ray[2], abs=1e-12)
+    assert {d[1] for d in optuna_decisions} == {60}
+    assert {d[0] for d in optuna_decisions} == {"keep", "prune", "explore"}
+    assert all(d[5] == (60 if d[0] == "prune" else None) for d in optuna_decisions)
+    if "keep_top" in options:
+        assert all("warm-up" in d[4] for d in optuna_decisions[:3])
+    else:
+        assert optuna_decisions[-1][3] > 0  # recalibrated on the trials that finished
+
+
+def test_nothing_is_stopped_before_the_probe_and_a_decision_stands(backend: type) -> None:
+    pruning = backend(probe_step=60, threshold=1.0, exploration=0.0)
+    assert [pruning.run(r).stopped_at for r in QUADRATIC[:4]] == [60] * 4
+    keeping = backend(probe_step=60, threshold=0.0)
+    ran = [keeping.run(r) for r in QUADRATIC[:4]]
+    assert [(r.decision["decision"], r.decision["step"], r.stopped_at) for r in ran] == [
+        ("keep", 60, None)
+    ] * 4
+
+
+def test_a_diverged_training_loss_is_pruned_at_once_with_its_step(backend: type) -> None:
+    record = QUADRATIC[0]
+    reports = results(record)
+    for result in reports:
+        losses = result["train_loss_interval"]
+        result["train_loss_interval"] = [
+            math.nan if result["step"] - len(losses) + i >= 23 else v for i, v in enumerate(losses)
+        ]
+    ran = backend(probe_step=60).run(record, reports)
+    assert ran.stopped_at == 25
+    assert ran.decision["decision"] == "prune" and ran.decision["probability"] is None
+    assert ran.decision["reason"] == "prune at step 23: diverged: non-finite train_loss at step 23"
+
+
+def test_a_history_too_short_to_read_is_kept_with_the_reason_and_one_warning(
+    backend: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    fed = backend(probe_step=5)  # two evaluations by step 5: too few to forecast from
+    with caplog.at_level(logging.WARNING, logger="grokforecast.core.policy"):
+        ran = [fed.run(record, results(record, until=200)) for record in QUADRATIC[:2]]
+    for r in ran:
+        assert r.stopped_at is None and r.decision["decision"] == "keep" and r.decision["step"] == 5
+        assert r.decision["reason"].startswith("keep at step 5: no forecast (val_loss has 2 points")
+    warnings = [m for m in caplog.messages if "cannot forecast trial" in m]
+    assert len(warnings) == 1 and "raise probe_step" in warnings[0]
+
+
+@pytest.mark.parametrize(("grok_threshold", "kept_as_grokked"), [(0.95, True), (0.98, False)])
+def test_a_run_that_has_grokked_by_the_probe_is_kept_and_teaches_nothing(
+    backend: type, grok_threshold: float, kept_as_grokked: bool
+) -> None:
+    record = load_corpus("digits_omnigrok")[22]  # 97 % by step 110, forecast 0.19 at 300
+    fed = backend(probe_step=300, threshold=0.5, exploration=0.0, grok_threshold=grok_threshold)
+    ran = fed.run(record)
+    assert ran.decision["probability"] < 0.5
+    if kept_as_grokked:
+        assert ran.decision["decision"] == "keep" and ran.stopped_at is None
+        assert "already >= 0.95 (grokked" in ran.decision["rule"]
+        assert fed.taught() == {}  # it ran on whatever its forecast said
+    else:  # the study's own threshold decides what "grokked" means
+        assert ran.decision["decision"] == "prune" and ran.decision["rule"] == "threshold 0.5"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"probe_step": 0}, "probe_step=0 must be at least 1"),
+        ({"series": "accuracy"}, "series='accuracy' must be one of"),
+        ({"threshold": 1.5}, r"threshold=1.5 must lie in \[0, 1\]"),
+        ({"keep_top": 0.0}, r"keep_top=0.0 must lie in \(0, 1\]"),
+        ({"exploration": -0.1}, r"exploration=-0.1 must lie in \[0, 1\]"),
+        ({"n_min_probed": 0}, "n_min_probed=0 must be at least 1"),
+        ({"min_calibration_trials": 1}, "min_calibration_trials=1 must be at least 2"),
+        ({"grok_threshold": 0.0}, r"grok_threshold=0.0 must lie in \(0, 1\]"),
+        ({"forecaster": GrokForecaster()}, "forecaster is not fitted"),
+    ],
+)
+def test_bad_options_are_refused_alike_naming_the_value(options: dict, message: str) -> None:
+    for stopper in (HjorthPruner, GrokForecastScheduler):
+        with pytest.raises(ConfigError, match=message):
+            stopper(**{"probe_step": 10, **options})
