@@ -18,7 +18,7 @@ Example:
 
     >>> from grokforecast.history import History
     >>> history = History.from_points({"train_loss": [(0, 2.3), (1, 2.1), (2, 1.8)]})
-    >>> history.newest_step, list(history["train_loss_steps"])
+    >>> history.newest_step, history["train_loss_steps"].tolist()
     (2, [0, 1, 2])
     >>> history.until(1)["train_loss"].tolist()
     [2.3, 2.1]

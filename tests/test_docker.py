@@ -112,6 +112,7 @@ def install_command(venv: Path) -> list[str]:
     return ["make", "-C", str(ROOT), "install", *(f"{k}={v}" for k, v in args.items())]
 
 
+@pytest.mark.slow
 def test_the_dockerfile_install_step_works_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     command = install_command(venv)

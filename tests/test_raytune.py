@@ -52,11 +52,9 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
         assert set(answers[:-1]) == {TrialScheduler.CONTINUE}  # never before the probe
         # The curves rebuilt from the results give the forecaster's own probability on what
         # a run trained to the probe step has measured (per-step losses of updates 0..probe-1).
-        history = probe_history(record, PROBE_FRACTION)
-        history["train_loss"], history["train_acc"] = (
-            history["train_loss"][:probe],
-            history["train_acc"][:probe],
-        )
+        history = dict(probe_history(record, PROBE_FRACTION))
+        for name in ("train_loss", "train_acc"):
+            history[name], history[f"{name}_steps"] = history[name][:probe], history[f"{name}_steps"][:probe]
         expected = forecaster.predict_proba(history)
         decision = scheduler.decision(f"t{i}")
         assert decision is not None and decision.step == probe
@@ -206,6 +204,7 @@ def _check_states_and_curves(plan: SweepPlan) -> list[optuna.trial.FrozenTrial]:
     return trials
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_two_node_cluster_records_pruned_and_complete_trials(
     in_tmp: Path, storage_url: str
 ) -> None:
@@ -227,6 +226,7 @@ def test_a_sweep_on_a_two_node_cluster_records_pruned_and_complete_trials(
     assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}
 
 
+@pytest.mark.slow
 def test_an_interrupted_ray_sweep_is_restored_and_every_trial_settled(in_tmp: Path) -> None:
     text = study_text("ray-restore", n_trials=2, threshold=0.0, full_steps=3000)
     spec_path = write_study(in_tmp, text.replace("checkpoint_every = 100", "checkpoint_every = 200"))

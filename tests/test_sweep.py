@@ -181,6 +181,7 @@ def _wait_for(condition, timeout: float = 120.0) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_from_its_checkpoint_with_nothing_lost(
     in_tmp: Path, storage_url: str
 ) -> None:
@@ -221,6 +222,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_with_nothing_lost(
     assert "2 trials finished" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
     # Long enough (~10 s) that the trial is still training when Ctrl-C arrives, on a busy machine too.
     plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'ctrl-c.db'}", n_trials=1, threshold=0.0, full_steps=12000)
@@ -371,4 +373,4 @@ def test_a_study_can_prune_with_optunas_median_pruner_on_validation_accuracy(in_
         assert "grokforecast:probe" not in trial.system_attrs  # no forecast was made
     for trial in pruned:
         assert trial.user_attrs["steps_trained"] >= 40
-        assert trial.user_attrs[DECISION_ATTR]["reason"].startswith("MedianPruner: val acc below")
+        assert "MedianPruner: val acc below" in trial.user_attrs[DECISION_ATTR]["reason"]

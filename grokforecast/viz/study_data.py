@@ -216,7 +216,7 @@ def _outcome(state: TrialState, attrs: dict[str, Any]) -> str:
         return "running"
     if state is TrialState.FAIL:
         return "failed"
-    if attrs.get("stopped") == "diverged" or "diverged_at" in attrs:
+    if attrs.get("stopped") == "diverged" or attrs.get("diverged_at") is not None:
         return "diverged"
     if state is TrialState.PRUNED:
         return "pruned"

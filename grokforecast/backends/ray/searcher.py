@@ -134,8 +134,9 @@ def settle(
     for key in OUTCOME_KEYS:
         if key in result:
             storage.set_trial_user_attr(trial_id, key, result[key])
-    if result.get(RESUMED_FROM_ATTR) is not None:  # as the Optuna backend records a continued trial
-        storage.set_trial_user_attr(trial_id, RESUMED_FROM_ATTR, result[RESUMED_FROM_ATTR])
+    resumed = {key: result.get(f"{RESUMED_FROM_ATTR}_{key}") for key in ("trial", "step")}
+    if resumed["step"] is not None:  # as the Optuna backend records a continued trial
+        storage.set_trial_user_attr(trial_id, RESUMED_FROM_ATTR, resumed)
     if result[STOPPED_ATTR] == "diverged" and decision is None:
         record = DecisionRecord.diverged("train_loss", result.get("diverged_at"))
         storage.set_trial_user_attr(trial_id, DECISION_ATTR, record.to_dict())

@@ -20,7 +20,7 @@ from grokforecast.sweep.lifecycle import TrialLifecycle
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage
 from grokforecast.training import Trainer
-from grokforecast.vocabulary import INTERVAL_SUFFIX, TRIAL_NUMBER
+from grokforecast.vocabulary import INTERVAL_SUFFIX, RESUMED_FROM_ATTR, TRIAL_NUMBER
 
 CHECKPOINT_FILE = "trainer.pt"
 
@@ -66,7 +66,10 @@ class TuneTrialHost:
         return False  # a trial the scheduler stops is ended by Tune
 
     def end(self, trainer: Trainer, since: int, ending: dict[str, Any]) -> float:
-        tune.report({**self._metrics(trainer, since), **ending})
+        # Tune flattens nested results: where it resumed from goes as two numbers.
+        outcome = {key: value for key, value in ending.items() if key != RESUMED_FROM_ATTR}
+        resumed = {f"{RESUMED_FROM_ATTR}_{key}": v for key, v in (ending[RESUMED_FROM_ATTR] or {}).items()}
+        tune.report({**self._metrics(trainer, since), **outcome, **resumed})
         return float(ending[self.objective])
 
     def _metrics(self, trainer: Trainer, since: int) -> dict[str, Any]:
