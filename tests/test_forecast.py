@@ -39,7 +39,10 @@ def test_save_and_load_give_the_same_forecasts(quadratic: list, tmp_path: Path) 
 @pytest.mark.parametrize("inputs", sorted(PRETRAINED_INPUTS))
 def test_every_shipped_calibration_loads_and_forecasts(inputs: str, quadratic: list) -> None:
     forecaster = GrokForecaster.pretrained(inputs)
-    assert 0.0 <= forecaster.predict_proba(probe_history(quadratic[0], 0.1)) <= 1.0
+    history = probe_history(quadratic[0], 0.1)
+    logit = forecaster.predict_logit(history)
+    assert forecaster.predict_proba(history) == pytest.approx(1 / (1 + np.exp(-logit)))
+    assert forecaster.groups == PRETRAINED_INPUTS[inputs]
 
 
 def test_the_shipped_forecaster_is_better_than_chance_on_its_corpus() -> None:

@@ -132,8 +132,12 @@ def test_plain_intermediate_values_of_each_series_are_forecast() -> None:
 
         study.optimize(objective, n_trials=1)
         decision = study.trials[0].user_attrs[DECISION_ATTR]
-        assert decision["step"] == 60 and 0.0 <= decision["probability"] <= 1.0
         assert study.trials[0].system_attrs[PROBE_ATTR]["forecaster"] == series
+        # The forecast of that series alone, on what was reported up to the probe.
+        reported = [s for s in steps if s <= 60]
+        alone = {series: list(values)[: len(reported)], f"{series}_steps": reported}
+        expected = GrokForecaster.pretrained(series).predict_proba(alone)
+        assert decision["step"] == 60 and decision["probability"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_exploration_runs_some_forecast_negative_trials_to_the_end() -> None:

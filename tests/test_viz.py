@@ -14,7 +14,9 @@ from optuna.trial import TrialState
 from starlette.testclient import TestClient
 
 from grokforecast.backends.optuna.workers import run_worker
+from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext
 from grokforecast.errors import GrokforecastError
+from grokforecast.history import History, hyperparameters_from
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage, read_curves
 from grokforecast.sweep.study import create_study
@@ -28,6 +30,7 @@ from grokforecast.viz.study_data import (
     thin,
     trial_view,
 )
+from grokforecast.vocabulary import DECISION_ATTR
 from studies import GROKFORECAST, storage_urls, study_text, write_study
 
 NAME = "viz"
@@ -116,6 +119,24 @@ def test_the_study_view_reads_from_sql_what_optuna_reads(backend: str, tmp_path:
     assert [t.state.name for t in view.trials] == ["COMPLETE", "PRUNED", "FAIL", "RUNNING"]
     assert view.trials[0].value == 0.5 and view.trials[3].steps_trained == 30  # its last report
     assert {t.params["grokfast"] for t in view.trials} <= {"none", "ema"}
+
+
+def test_the_stored_curves_of_a_pruned_trial_give_back_its_forecast(swept: SweepPlan) -> None:
+    storage = open_storage(swept.storage_url, read_only=True)
+    study = optuna.load_study(study_name=NAME, storage=storage)
+    stored = read_curves(storage.engine, NAME)
+    policy = StoppingPolicy(PolicySettings(probe_step=40, recalibrate=False))
+    pruned = [t for t in study.trials if t.state is TrialState.PRUNED]
+    assert len(pruned) == 3
+    for trial in pruned:
+        recorded = trial.user_attrs[DECISION_ATTR]
+        history = History.from_stored(
+            stored[trial.number], hyperparameters=hyperparameters_from(trial.params)
+        )
+        assert history.newest_step == recorded["step"] == 40  # what the pruner read: nothing later
+        verdict = policy.decide(history, trial.number, StudyContext())
+        # The database keeps float32: the forecast agrees to float32's precision.
+        assert verdict.record.probability == pytest.approx(recorded["probability"], abs=1e-4)
 
 
 def test_thinned_curves_keep_their_ends_and_extremes_and_query_only_the_trials_asked(
