@@ -77,16 +77,17 @@ class OptunaTrialHost:
         self.median = pruner.enabled and pruner.kind == "median"
         self._reported = 0
         self._source: TrainerHistory | None = None
+        frozen = trial.study._storage.get_trial(trial._trial_id)  # read once: it never changes
+        self._retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
 
     def segment_steps(self, eval_every: int) -> int:
         return eval_every * max(1, round(SEGMENT_STEPS / eval_every))
 
     def predecessors(self) -> list[int]:
-        frozen = self.trial.study._storage.get_trial(self.trial._trial_id)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        return list(self._retried)
 
     def checkpoints(self) -> Iterator[tuple[Path, int]]:
-        for number in reversed(self.predecessors()):
+        for number in reversed(self._retried):
             path = self.run.checkpoint_path(number)
             if path.exists():
                 yield path, number
