@@ -17,7 +17,7 @@
    or when its loss diverges (an outcome, recorded as pruned, not a crash to retry);
 6. record the outcome (:data:`~grokforecast.vocabulary.OUTCOME_KEYS`) and the dense
    curves in the study database, which are also written at the probe, at every
-   checkpoint and at least every :data:`FLUSH_EVERY` steps, so dashboards follow along.
+   checkpoint and, where the backend asks, every ``flush_every`` steps.
 
 The probe step is ``[budget] probe_steps`` on both backends: the trial is judged once
 it has trained that many updates (see :mod:`grokforecast.core.policy`).
@@ -41,12 +41,13 @@ from grokforecast.vocabulary import OUTCOME_KEYS, RESUMED_FROM_ATTR, STOPPED_ATT
 
 logger = logging.getLogger(__name__)
 
-#: Curves are written to the database at least this often (steps).
-FLUSH_EVERY = 100
-
 
 class TrialHost(Protocol):
     """What a backend does at the turns of a trial's life."""
+
+    #: Steps after which the curves are written even between checkpoints (None: only at
+    #: the probe, at checkpoints and at the end).
+    flush_every: int | None
 
     def segment_steps(self, eval_every: int) -> int:
         """Steps between reports (the probe step always ends a segment)."""
@@ -173,7 +174,8 @@ class TrialLifecycle:
                 return self._end(trainer, flusher, since, "budget", ending)
             at_probe = since < budget.probe_steps <= trainer.step
             checkpoint = at_probe or trainer.step >= next_checkpoint
-            if at_probe or checkpoint or trainer.step - flusher.flushed_to >= FLUSH_EVERY:
+            due = host.flush_every is not None and trainer.step - flusher.flushed_to >= host.flush_every
+            if at_probe or checkpoint or due:
                 flusher.flush(trainer)
             if host.report(trainer, since, at_probe, checkpoint):
                 return self._end(trainer, flusher, trainer.step, "pruned", ending)

@@ -69,6 +69,9 @@ class OptunaTrialHost:
     """What an Optuna trial does at the lifecycle's turns
     (:class:`~grokforecast.sweep.lifecycle.TrialHost`)."""
 
+    #: Curves are written at the probe, at checkpoints and at the end only.
+    flush_every = None
+
     def __init__(self, run: TrialRun, trial: optuna.Trial) -> None:
         self.run, self.trial = run, trial
         pruner = run.plan.spec.pruner

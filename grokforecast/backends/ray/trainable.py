@@ -37,6 +37,9 @@ def train_trial(config: dict[str, Any], plan: SweepPlan) -> None:
 class TuneTrialHost:
     """What a Tune trial does at the lifecycle's turns (:class:`~grokforecast.sweep.lifecycle.TrialHost`)."""
 
+    #: A restarted Tune trial rewrites its curves: written about this often (steps).
+    flush_every = 100
+
     def __init__(self, number: int, objective: str) -> None:
         self.number, self.objective = number, objective
 
