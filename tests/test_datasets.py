@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from grokforecast.errors import ConfigError
-from grokforecast.training.datasets import OPERATIONS, digits_table, modular_table, split_by_fraction
+from grokforecast.training.datasets import (
+    OPERATIONS,
+    digits_table,
+    modular_table,
+    sparse_parity_table,
+    split_by_fraction,
+)
 
 P = 7
 EXPECTED = {
@@ -63,3 +69,15 @@ def test_digits_come_from_the_installed_package() -> None:
     assert inputs.shape == (1797, 64)
     assert float(inputs.max()) == 1.0
     assert set(labels.tolist()) == set(range(10))
+
+
+def test_sparse_parity_labels_the_parity_of_the_first_k_bits_of_one_fixed_pool() -> None:
+    inputs, labels = sparse_parity_table(n_bits=30, k=3, size=4000)
+    assert inputs.shape == (4000, 30) and set(inputs.unique().tolist()) == {-1.0, 1.0}
+    negative_signs = (inputs[:, :3] < 0).sum(1)
+    assert torch.equal(labels, negative_signs % 2) and 0.45 < labels.float().mean() < 0.55
+    assert len({tuple(row) for row in inputs.tolist()}) == 4000  # distinct strings
+    again, _ = sparse_parity_table(n_bits=30, k=3, size=4000)
+    assert torch.equal(inputs, again)  # every run of a study draws from the same pool
+    with pytest.raises(ConfigError, match="k=4, n_bits=3"):
+        sparse_parity_table(n_bits=3, k=4, size=10)

@@ -131,12 +131,12 @@ def test_held_out_cell_scores_are_the_mean_over_repeated_splits() -> None:
     repeated = evaluate(records, fractions=(0.1,), repeats=2)
     singles = [evaluate(records, fractions=(0.1,), seed=seed, repeats=1) for seed in (0, 1)]
     assert {(s.variant, s.protocol) for s in repeated} == {
-        (v, p) for v in VARIANTS for p in ("cells", "workload")
+        (v, p) for v in VARIANTS for p in ("cells", "family")
     }
     for index, score in enumerate(repeated):
         one, other = singles[0][index], singles[1][index]
         assert (score.variant, score.protocol, score.workload) == (one.variant, one.protocol, one.workload)
         assert score.auc == pytest.approx((one.auc + other.auc) / 2)
         assert score.auc_range == (min(one.auc, other.auc), max(one.auc, other.auc))
-        if score.protocol == "workload":  # one split only: every repeat is the same
+        if score.protocol == "family":  # one split only: every repeat is the same
             assert one.auc == other.auc

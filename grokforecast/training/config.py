@@ -20,7 +20,7 @@ _NOT_FINGERPRINTED = frozenset({"steps", "device", "grok_threshold"})
 
 #: One line per setting; the command line and the study files show these.
 SETTING_HELP: dict[str, str] = {
-    "workload": "Registered workload: modular_mlp, modular_quadratic, modular_transformer, digits_mlp, ...",
+    "workload": "Registered workload: modular_mlp, modular_quadratic, sparse_parity, digits_mlp, ...",
     "workload_options": "Options of the workload, e.g. {p = 97, op = 'x/y'}.",
     "data_fraction": "Fraction of the dataset used for training, in (0, 1); the rest validates.",
     "lr": "AdamW learning rate (after warm-up).",

@@ -1,4 +1,4 @@
-"""Datasets that grok: modular arithmetic tables and scikit-learn's digits.
+"""Datasets that grok: modular arithmetic tables, sparse parity and scikit-learn's digits.
 
 Each dataset is built whole as tensors (no per-example Python) and split by a data
 fraction and a seed. Batching is the trainer's business, not the dataset's.
@@ -90,3 +90,25 @@ def digits_table() -> tuple[torch.Tensor, torch.Tensor]:
     digits = load_digits()
     inputs = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     return inputs, torch.tensor(digits.target, dtype=torch.long)
+
+
+def sparse_parity_table(n_bits: int, k: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` random strings of ``n_bits`` signs (+-1) labelled by the parity of the first ``k``.
+
+    The (n, k) sparse parity of Barak et al. 2022 and Merrill et al. 2023: only ``k`` of the
+    ``n_bits`` inputs matter, a network must find which, and with a finite training set and
+    weight decay it memorizes first and generalizes late. The pool of strings is drawn
+    with a fixed generator, so every run of a study sees the same pool and only the split
+    (the run's seed) differs; strings are distinct whenever ``2 ** n_bits`` dwarfs ``size``.
+
+    >>> inputs, labels = sparse_parity_table(n_bits=8, k=3, size=5)
+    >>> inputs.shape, bool(((inputs[:, :3] < 0).sum(1) % 2 == labels).all())
+    (torch.Size([5, 8]), True)
+    """
+    if not 1 <= k <= n_bits:
+        raise ConfigError(f"sparse parity needs 1 <= k <= n_bits, got k={k}, n_bits={n_bits}")
+    if size < 2:
+        raise ConfigError(f"sparse parity needs a pool of at least 2 strings, got size={size}")
+    bits = torch.randint(0, 2, (size, n_bits), generator=torch.Generator().manual_seed(0))
+    labels = bits[:, :k].sum(1) % 2
+    return 1.0 - 2.0 * bits.float(), labels

@@ -79,6 +79,17 @@ class ArithmeticTransformer(nn.Module):
         return self.head(self.norm(h[:, -1]))
 
 
+class ParityMLP(nn.Module):
+    """One hidden ReLU layer over +-1 bit strings, two logits (Barak et al. 2022's sparse parity net)."""
+
+    def __init__(self, n_bits: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(n_bits, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+
+    def forward(self, bits: torch.Tensor) -> torch.Tensor:
+        return self.layers(bits)
+
+
 class DigitsMLP(nn.Module):
     """Omnigrok's 3-layer ReLU MLP, sized for 8x8 digits."""
 

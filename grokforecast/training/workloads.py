@@ -36,12 +36,14 @@ from grokforecast.training.datasets import (
     Split,
     digits_table,
     modular_table,
+    sparse_parity_table,
     split_by_fraction,
 )
 from grokforecast.training.models import (
     ArithmeticTransformer,
     DigitsMLP,
     EmbeddingMLP,
+    ParityMLP,
     QuadraticMLP,
 )
 
@@ -144,6 +146,20 @@ def modular_transformer(
     data = split_by_fraction(*modular_table(op, p), data_fraction, seed)
     model = ArithmeticTransformer(p, d_model, n_heads, n_layers)
     return Problem(model, data, num_classes=p)
+
+
+@register_workload("sparse_parity")
+def sparse_parity(
+    data_fraction: float, seed: int, n_bits: int = 30, k: int = 3, size: int = 4000, hidden: int = 256
+) -> Problem:
+    """A one-hidden-layer MLP on (n_bits, k) sparse parity: a family unlike the others.
+
+    No embedding, no modular structure, two classes: the training fraction of a fixed pool
+    of ``size`` random strings; it memorizes the training strings quickly and finds the
+    ``k`` relevant bits late, when weight decay has pruned the memorizing units.
+    """
+    data = split_by_fraction(*sparse_parity_table(n_bits, k, size), data_fraction, seed)
+    return Problem(ParityMLP(n_bits, hidden), data, num_classes=2)
 
 
 @register_workload("digits_mlp")
