@@ -37,6 +37,21 @@ class RunRecord:
     def grokked(self) -> bool:
         return self.times.grokked
 
+    @property
+    def corpus(self) -> str:
+        """The corpus (grid) the run belongs to: its run id up to the hash."""
+        return self.run_id.rsplit("-", 1)[0]
+
+    @property
+    def family(self) -> str:
+        """The model family of the run: its workload, a model and a kind of task.
+
+        Corpora of one family differ only in the operation, the batch size or the grid
+        (``mlp_add59`` and ``mlp_mul59`` are both ``modular_mlp``), so a forecaster is
+        judged on a family it never saw by holding out all of a family's corpora together.
+        """
+        return str(self.config["workload"])
+
     def to_dict(self) -> dict[str, Any]:
         times = self.times
         return {

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grokforecast.corpus import corpus_name, family_of
 from grokforecast.forecast.features import FEATURE_GROUPS
 from grokforecast.forecast.fitting import probe_history, usable_records
 from grokforecast.forecast.forecaster import SIGNATURE_FEATURES, GrokForecaster
@@ -72,7 +71,7 @@ def average(scores: Sequence[Score]) -> Score:
 
 
 def cell_key(record: RunRecord) -> str:
-    return f"{corpus_name(record)}|" + "|".join(
+    return f"{record.corpus}|" + "|".join(
         f"{k}={v}" for k, v in sorted(record.config.items()) if k not in ("seed", "device")
     )
 
@@ -141,8 +140,8 @@ def evaluate(
 
     records = usable_records(records)
     labels = np.array([r.grokked for r in records], dtype=int)
-    workloads = np.array([corpus_name(r) for r in records])
-    families = np.array([family_of(r) for r in records])
+    workloads = np.array([r.corpus for r in records])
+    families = np.array([r.family for r in records])
     cells = np.array([cell_key(r) for r in records])
     splits = {
         "cells": [

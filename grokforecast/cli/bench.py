@@ -298,7 +298,7 @@ def replay(
     import optuna
 
     from grokforecast.bench.replay import compare
-    from grokforecast.bench.replay_report import markdown_table, write_figure
+    from grokforecast.bench.replay_report import family_table, markdown_table, write_figure
     from grokforecast.corpus import load_corpus, shipped_corpus_names
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -311,7 +311,7 @@ def replay(
 
         for name in names:
             outcomes += compare_on_tune(load_corpus(name), probe_fraction, include=("asha",), corpus=name)
-    table = markdown_table(outcomes)
+    table = markdown_table(outcomes) + "\n\n" + family_table(outcomes)
     click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores; {orders} trial orders per corpus")
     click.echo(table)
     if output is not None:

@@ -22,21 +22,6 @@ def shipped_corpus_names() -> list[str]:
     )
 
 
-def corpus_name(record: RunRecord) -> str:
-    """The corpus (grid) a record belongs to: its run id up to the hash."""
-    return record.run_id.rsplit("-", 1)[0]
-
-
-def family_of(record: RunRecord) -> str:
-    """The model family a record belongs to: its workload, a model and a kind of task.
-
-    Corpora of one family differ only in the operation, the batch size or the grid
-    (``mlp_add59`` and ``mlp_mul59`` are both ``modular_mlp``), so a forecaster is judged
-    on a family it never saw by holding out all of a family's corpora together.
-    """
-    return str(record.config["workload"])
-
-
 def load_corpus(*sources: str | Path) -> list[RunRecord]:
     """Records from folders of record files, or shipped corpora by name.
 
