@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
+from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETER_SPELLINGS, HYPERPARAMETERS
 
 if TYPE_CHECKING:
     from grokforecast.curves import Curves
@@ -45,13 +45,33 @@ def hyperparameters_from(
     params: Mapping[str, Any], names: Mapping[str, str] | None = None
 ) -> dict[str, float] | None:
     """The forecaster's hyperparameters (``lr``, ``weight_decay``, ``data_fraction``) from a
-    trial's parameters, where ``names`` says which parameter holds each (default: those very
-    names); None when any is missing or not a number."""
-    names = names or {name: name for name in HYPERPARAMETERS}
-    values = {name: params.get(names[name]) for name in HYPERPARAMETERS}
+    trial's parameters; None when any is missing, not a number or out of its range.
+
+    ``names`` says which parameter holds each; by default a parameter is recognised by
+    its common spellings (:data:`~grokforecast.vocabulary.HYPERPARAMETER_SPELLINGS`).
+
+    >>> hyperparameters_from({"optimizer.learning_rate": 3e-3, "wd": 1, "train_fraction": 0.4})
+    {'lr': 0.003, 'weight_decay': 1.0, 'data_fraction': 0.4}
+    """
+    names = names or _recognised_names(params)
+    values = {name: params.get(names[name]) if name in names else None for name in HYPERPARAMETERS}
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
         return None
-    return {name: float(value) for name, value in values.items()}
+    lr, weight_decay, fraction = (float(values[name]) for name in HYPERPARAMETERS)
+    if not (lr > 0 and weight_decay >= 0 and 0 < fraction <= 1):
+        return None
+    return {"lr": lr, "weight_decay": weight_decay, "data_fraction": fraction}
+
+
+def _recognised_names(params: Mapping[str, Any]) -> dict[str, str]:
+    """For each hyperparameter, the first parameter spelled as it commonly is."""
+    found: dict[str, str] = {}
+    for param in params:
+        spelled = param.replace("/", ".").rsplit(".", 1)[-1].lower().replace("-", "_")
+        for name, spellings in HYPERPARAMETER_SPELLINGS.items():
+            if spelled in spellings and name not in found:
+                found[name] = param
+    return found
 
 
 class History(Mapping[str, Any]):

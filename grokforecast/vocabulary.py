@@ -17,6 +17,23 @@ SERIES = ("train_loss", "val_loss", "val_acc")
 CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
 #: The hyperparameters the forecaster reads, by the names a trial's parameters carry.
 HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
+#: How a user's search space commonly spells each of them: a trial parameter is recognised
+#: by its last dotted or slashed part (``optimizer.lr``, ``optimizer/lr``), in lower case,
+#: with ``-`` read as ``_``. A project spelling them otherwise passes a mapping.
+HYPERPARAMETER_SPELLINGS = {
+    "lr": ("lr", "learning_rate", "learningrate", "eta", "step_size"),
+    "weight_decay": ("weight_decay", "weightdecay", "wd", "l2", "l2_penalty", "l2_reg"),
+    "data_fraction": (
+        "data_fraction",
+        "train_fraction",
+        "training_fraction",
+        "frac_train",
+        "train_frac",
+        "train_ratio",
+        "train_split",
+        "fraction",
+    ),
+}
 
 # -- trial attributes ------------------------------------------------------------------
 

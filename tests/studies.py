@@ -42,6 +42,7 @@ checkpoint_every = 100
 
 [pruner]
 threshold = {threshold}
+warm_up_keep_top = false
 exploration = 0.0
 
 [heartbeat]

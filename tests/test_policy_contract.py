@@ -20,6 +20,7 @@ from recorded import results
 
 from grokforecast import GrokForecaster, GrokForecastScheduler, HjorthPruner
 from grokforecast.backends.optuna.monitor import register_history_source
+from grokforecast.core.decision import drawn_to_explore
 from grokforecast.corpus import load_corpus
 from grokforecast.errors import ConfigError
 from grokforecast.history import History
@@ -147,10 +148,17 @@ def _decisions(backend: type, records: list[RunRecord], **options: Any) -> list[
 @pytest.mark.parametrize(
     "options",
     [
-        {"exploration": 0.3, "min_calibration_trials": 6, "seed": 3},
+        {
+            "warm_up_keep_top": None,
+            "threshold": 0.5,
+            "exploration": 0.3,
+            "min_calibration_trials": 6,
+            "seed": 3,
+        },
         {"keep_top": 0.5, "n_min_probed": 4, "exploration": 0.1, "recalibrate": False},
+        {"exploration": 0.3, "min_calibration_trials": 6, "seed": 3},
     ],
-    ids=["threshold-recalibrated-exploring", "keep-top"],
+    ids=["threshold-recalibrated-exploring", "keep-top", "ranked-until-the-study-model-learns"],
 )
 def test_both_backends_decide_the_same_at_the_same_step(options: dict) -> None:
     records = QUADRATIC[:30]
@@ -162,16 +170,36 @@ def test_both_backends_decide_the_same_at_the_same_step(options: dict) -> None:
     assert {d[1] for d in optuna_decisions} == {60}
     assert {d[0] for d in optuna_decisions} == {"keep", "prune", "explore"}
     assert all(d[5] == (60 if d[0] == "prune" else None) for d in optuna_decisions)
+    rules = [d[4] for d in optuna_decisions]
     if "keep_top" in options:
-        assert all("warm-up" in d[4] for d in optuna_decisions[:3])
+        assert all("warm-up" in rule for rule in rules[:3])
     else:
-        assert optuna_decisions[-1][3] > 0  # recalibrated on the trials that finished
+        assert optuna_decisions[-1][3] > 0  # the study model learned from the trials that finished
+    if "warm_up_keep_top" not in options and "keep_top" not in options:
+        learned = next(i for i, d in enumerate(optuna_decisions) if d[3] > 0)
+        assert all(rule.startswith("warm_up_keep_top 0.6") for rule in rules[4:learned])
+        assert all(rule == "threshold 0.2" for rule in rules[learned:] if "grokked" not in rule)
+
+
+def test_exploration_shrinks_as_the_study_model_gets_outcomes(backend: type) -> None:
+    # The rule prunes every trial (threshold 1); each one explored runs on and teaches.
+    fed = backend(
+        probe_step=60, threshold=1.0, warm_up_keep_top=None, exploration=1.0, min_calibration_trials=2, seed=5
+    )
+    decisions = [fed.run(record).decision["decision"] for record in QUADRATIC[:16]]
+    taught, expected = 0, []
+    for number in range(16):
+        explored = drawn_to_explore(5, number, min(1.0, 2 / max(taught, 1)))
+        expected.append("explore" if explored else "prune")
+        taught += explored
+    assert decisions == expected
+    assert decisions[:3] == ["explore"] * 3 and decisions.count("prune") >= 4
 
 
 def test_nothing_is_stopped_before_the_probe_and_a_decision_stands(backend: type) -> None:
-    pruning = backend(probe_step=60, threshold=1.0, exploration=0.0)
+    pruning = backend(probe_step=60, threshold=1.0, warm_up_keep_top=None, exploration=0.0)
     assert [pruning.run(r).stopped_at for r in QUADRATIC[:4]] == [60] * 4
-    keeping = backend(probe_step=60, threshold=0.0)
+    keeping = backend(probe_step=60, threshold=0.0, warm_up_keep_top=None)
     ran = [keeping.run(r) for r in QUADRATIC[:4]]
     assert [(r.decision["decision"], r.decision["step"], r.stopped_at) for r in ran] == [
         ("keep", 60, None)
@@ -210,7 +238,9 @@ def test_a_run_that_has_grokked_by_the_probe_is_kept_and_teaches_nothing(
     backend: type, grok_threshold: float, kept_as_grokked: bool
 ) -> None:
     record = load_corpus("digits_omnigrok")[22]  # 97 % by step 110, forecast 0.19 at 300
-    fed = backend(probe_step=300, threshold=0.5, exploration=0.0, grok_threshold=grok_threshold)
+    fed = backend(
+        probe_step=300, threshold=0.5, warm_up_keep_top=None, exploration=0.0, grok_threshold=grok_threshold
+    )
     ran = fed.run(record)
     assert ran.decision["probability"] < 0.5
     if kept_as_grokked:

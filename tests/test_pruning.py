@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from grokforecast import GrokForecaster, HjorthPruner, Monitor
-from grokforecast.core.calibration import calibration_for
+from grokforecast.core.study_model import study_model_for
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.fitting import probe_history
 from grokforecast.records import RunRecord
@@ -76,7 +76,9 @@ def _study(storage: str | None, pruner: HjorthPruner) -> optuna.Study:
 def test_forecast_negative_trials_are_pruned_at_the_probe_step_and_never_before(storage: str | None) -> None:
     records = RECORDS[:12]
     probe = round(PROBE_FRACTION * records[0].config["steps"])
-    pruner = HjorthPruner(probe_step=probe, exploration=0.0, recalibrate=False)
+    pruner = HjorthPruner(
+        probe_step=probe, threshold=0.5, warm_up_keep_top=None, exploration=0.0, recalibrate=False
+    )
     study = _study(storage, pruner)
     study.optimize(replay_objective(records), n_trials=len(records), n_jobs=2)
     forecaster = GrokForecaster.pretrained("full+hyperparameters")
@@ -141,7 +143,9 @@ def test_plain_intermediate_values_of_each_series_are_forecast() -> None:
 
 
 def test_exploration_runs_some_forecast_negative_trials_to_the_end() -> None:
-    pruner = HjorthPruner(probe_step=60, threshold=1.0, exploration=1.0, recalibrate=False)
+    pruner = HjorthPruner(
+        probe_step=60, threshold=1.0, warm_up_keep_top=None, exploration=1.0, recalibrate=False
+    )
     study = _study(None, pruner)
     study.optimize(replay_objective(RECORDS[:4]), n_trials=4)
     assert {t.user_attrs[DECISION_ATTR]["decision"] for t in study.trials} == {"explore"}
@@ -149,13 +153,16 @@ def test_exploration_runs_some_forecast_negative_trials_to_the_end() -> None:
 
 
 def test_recalibration_learns_from_the_studys_completed_trials() -> None:
-    pruner = HjorthPruner(probe_step=60, threshold=0.0, recalibrate=True, min_calibration_trials=6)
+    pruner = HjorthPruner(
+        probe_step=60, threshold=0.0, warm_up_keep_top=None, recalibrate=True, min_calibration_trials=6
+    )
     study = _study(None, pruner)
     study.optimize(replay_objective(RECORDS[:20]), n_trials=20)
     completed = study.get_trials(states=(TrialState.COMPLETE,))
     outcomes = probed_outcomes(completed, grok_label(study, 0.95)).values()
-    calibration = calibration_for(outcomes, "full+hyperparameters", 6)
-    assert calibration.trials == 20 and calibration.slope > 0
+    model = study_model_for(outcomes, "full+hyperparameters", 6)
+    assert model.trials == 20 and model.scale > 0
+    assert len(model.corrections) == len(next(iter(outcomes)).standardized) > 0
     assert study.trials[-1].user_attrs[DECISION_ATTR]["calibrated_on"] == 19
 
 
@@ -176,3 +183,37 @@ def test_a_nan_value_is_pruned_at_once() -> None:
         trial.user_attrs[DECISION_ATTR]["reason"]
         == "prune at step 1: diverged: non-finite train_loss at step 1"
     )
+
+
+@pytest.mark.parametrize(
+    ("names", "series", "expected"),
+    [
+        (("learning_rate", "wd", "train_fraction"), "val_loss", "val_loss+hyperparameters"),
+        (("optimizer.lr", "weight-decay", "frac_train"), "train_loss", "train_loss+hyperparameters"),
+        (("step", "penalty", "share"), "val_loss", "val_loss"),  # unrecognised: the curve alone
+    ],
+)
+def test_one_reported_series_is_forecast_with_the_hyperparameters_however_spelled(
+    names: tuple[str, str, str], series: str, expected: str
+) -> None:
+    record = next(r for r in RECORDS if r.grokked)
+    study = optuna.create_study(pruner=HjorthPruner(probe_step=60, series=series))
+
+    def objective(trial: optuna.Trial) -> float:
+        for name, key in zip(names, ("lr", "weight_decay", "data_fraction"), strict=True):
+            trial.suggest_float(name, record.config[key], record.config[key])
+        curves = record.curves
+        if series == "val_loss":  # once per evaluation, as an epoch loop would
+            points = zip(curves.eval_steps, curves.val_loss, strict=True)
+        else:
+            points = ((step, curves.train_loss[step]) for step in range(0, curves.steps, 5))
+        for step, value in points:
+            trial.report(value, int(step))
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return curves.val_loss[-1]
+
+    study.optimize(objective, n_trials=1)
+    decision = study.trials[0].user_attrs[DECISION_ATTR]
+    assert decision["forecaster"] == expected and decision["step"] == 60
+    assert ("log_decay_rate" in decision["features"]) == expected.endswith("+hyperparameters")

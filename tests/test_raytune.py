@@ -22,9 +22,9 @@ from recorded import results
 from grokforecast.backends.optuna.workers import make_pruner
 from grokforecast.backends.ray import GrokForecastScheduler
 from grokforecast.backends.ray.runner import forecast_scheduler, run_ray_sweep
-from grokforecast.core.calibration import platt_scaling
 from grokforecast.core.decision import Decision, DecisionRecord, drawn_to_explore
 from grokforecast.core.policy import PolicySettings
+from grokforecast.core.study_model import fit_study_model
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.fitting import probe_history
 from grokforecast.forecast.forecaster import GrokForecaster
@@ -46,7 +46,7 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
     records = load_corpus("mlp_add59")
     probe = round(PROBE_FRACTION * records[0].config["steps"])
     forecaster = GrokForecaster.pretrained("full+hyperparameters")
-    scheduler = GrokForecastScheduler(probe_step=probe)
+    scheduler = GrokForecastScheduler(probe_step=probe, warm_up_keep_top=None)  # the threshold alone
     for i, record in enumerate(records[:12]):
         answers = _feed(scheduler, f"t{i}", record, upto=probe)
         assert set(answers[:-1]) == {TrialScheduler.CONTINUE}  # never before the probe
@@ -64,7 +64,7 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
 
     # Saved and restored (as a restored Tune experiment does), the decisions stand.
     scheduler.save(str(tmp_path / "scheduler.pkl"))
-    restored = GrokForecastScheduler(probe_step=probe)
+    restored = GrokForecastScheduler(probe_step=probe, warm_up_keep_top=None)
     restored.restore(str(tmp_path / "scheduler.pkl"))
     for i, record in enumerate(records[:12]):
         later = _feed(restored, f"t{i}", record, upto=probe + 100)[-1]
@@ -87,27 +87,35 @@ def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) 
     records = load_corpus("mlp_add59")
     probe = round(PROBE_FRACTION * records[0].config["steps"])
     # threshold 0: every trial runs on, so each teaches its outcome.
-    scheduler = GrokForecastScheduler(probe_step=probe, threshold=0.0, min_calibration_trials=10)
+    scheduler = GrokForecastScheduler(
+        probe_step=probe, threshold=0.0, warm_up_keep_top=None, min_calibration_trials=10
+    )
     for i, record in enumerate(records[:12]):
         _finish(scheduler, f"t{i}", record, {**record.config, TRIAL_NUMBER: i})
     taught = scheduler.get_state()["outcomes"]
     # Labelled by the grok threshold reached in the results (no "grokked" in the last one).
-    assert {key: grokked for key, (_, _, grokked) in taught.items()} == {
+    assert {key: outcome[2] for key, outcome in taught.items()} == {
         str(i): r.grokked for i, r in enumerate(records[:12])
     }
     assert {r.grokked for r in records[:12]} == {True, False}
-    logits = [scheduler.probe(f"t{i}").logit for i in range(12)]
-    expected = platt_scaling(logits, [r.grokked for r in records[:12]], min_trials=10)
-    assert expected.trials == 12 and expected.slope != 1.0
+    probes = [scheduler.probe(f"t{i}") for i in range(12)]
+    expected = fit_study_model(
+        [p.logit for p in probes], [p.standardized for p in probes], [r.grokked for r in records[:12]], 10
+    )
+    assert expected.trials == 12 and expected.scale != 1.0
 
     _feed(scheduler, "next", records[12], upto=probe)
     decision, probe_record = scheduler.decision("next"), scheduler.probe("next")
     assert decision.calibrated_on == 12
-    assert decision.probability == pytest.approx(expected.probability(probe_record.logit))
+    assert decision.probability == pytest.approx(
+        expected.probability(probe_record.logit, probe_record.standardized)
+    )
 
     # A restored experiment's scheduler has learned the same.
     scheduler.save(str(tmp_path / "scheduler.pkl"))
-    restored = GrokForecastScheduler(probe_step=probe, threshold=0.0)
+    restored = GrokForecastScheduler(
+        probe_step=probe, threshold=0.0, warm_up_keep_top=None, min_calibration_trials=10
+    )
     restored.restore(str(tmp_path / "scheduler.pkl"))
     _feed(restored, "after restore", records[12], upto=probe)
     assert restored.decision("after restore").probability == pytest.approx(decision.probability)
@@ -118,7 +126,7 @@ def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) 
     assert "diverged" not in scheduler.get_state()["outcomes"] and scheduler.probe("diverged") is not None
 
     # A trial the forecast stopped teaches nothing: its outcome is unknown.
-    stopping = GrokForecastScheduler(probe_step=probe, threshold=1.0, exploration=0.0)
+    stopping = GrokForecastScheduler(probe_step=probe, threshold=1.0, warm_up_keep_top=None, exploration=0.0)
     for i, record in enumerate(records[:12]):
         _finish(stopping, f"t{i}", record, {**record.config, TRIAL_NUMBER: i})
     assert stopping.get_state()["outcomes"] == {}
@@ -127,7 +135,9 @@ def test_the_scheduler_recalibrates_on_the_trials_it_let_finish(tmp_path: Path) 
 def test_the_scheduler_explores_the_trials_the_optuna_pruner_explores() -> None:
     record = load_corpus("mlp_add59")[0]
     probe = round(PROBE_FRACTION * record.config["steps"])
-    scheduler = GrokForecastScheduler(probe_step=probe, threshold=1.0, exploration=0.3, seed=7)
+    scheduler = GrokForecastScheduler(
+        probe_step=probe, threshold=1.0, warm_up_keep_top=None, exploration=0.3, seed=7
+    )
     explored = set()
     for number in range(20):
         answers = _feed(scheduler, f"t{number}", record, upto=probe)
@@ -159,7 +169,8 @@ def test_a_resumed_ray_sweep_recalibrates_on_the_studys_finished_trials(tmp_path
     finished(2, "keep", None)  # no outcome recorded: teaches nothing
     study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, system_attrs={}))
     outcomes = forecast_scheduler(plan, study).get_state()["outcomes"]
-    assert outcomes == {"0": ("full", 0.0, True), "1": ("full", 1.0, False)}
+    # Probes stored before the standardized features were kept teach the scale and shift only.
+    assert outcomes == {"0": ("full", 0.0, True, ()), "1": ("full", 1.0, False, ())}
 
 
 def test_importing_grokforecast_and_the_optuna_path_does_not_import_ray() -> None:
@@ -295,7 +306,13 @@ def test_the_study_files_pruner_and_grok_threshold_reach_both_stoppers_alike(tmp
     )
     plan = SweepPlan.load(write_study(tmp_path, text), f"sqlite:///{tmp_path / 's.db'}")
     expected = PolicySettings(
-        probe_step=40, threshold=0.3, keep_top=0.4, exploration=0.0, grok_threshold=0.9, seed=5
+        probe_step=40,
+        threshold=0.3,
+        keep_top=0.4,
+        warm_up_keep_top=None,  # `false` in the study file
+        exploration=0.0,
+        grok_threshold=0.9,
+        seed=5,
     )
     assert make_pruner(plan.spec).settings == expected
     assert forecast_scheduler(plan, optuna.create_study()).settings == expected

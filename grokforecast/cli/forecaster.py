@@ -27,7 +27,8 @@ def forecaster() -> None:
     help="Folder for the calibration files [default: the package's pretrained/].",
 )
 def fit(corpora: tuple[str, ...], out_dir: Path | None) -> None:
-    """Fit one calibration per input set (full, train_loss, val_loss, val_acc).
+    """Fit one calibration per input set (full, train_loss, val_loss, val_acc; each with
+    and without the hyperparameters).
 
     With no options this rewrites the calibrations shipped in the package, from the
     shipped corpus: the command that made them.
@@ -40,4 +41,4 @@ def fit(corpora: tuple[str, ...], out_dir: Path | None) -> None:
     grokked = sum(r.grokked for r in records)
     click.echo(f"fitted on {len(records)} runs ({grokked} grokked):")
     for name, path in written.items():
-        click.echo(f"  {name:<21} {path}")
+        click.echo(f"  {name:<27} {path}")

@@ -1,4 +1,4 @@
-"""The backend-neutral stopping policy: decisions, recalibration, and the rule itself.
+"""The backend-neutral stopping policy: decisions, the study model, and the rule itself.
 
 Pure Python and numpy (and the forecaster): nothing here imports torch, Optuna or Ray.
 The Optuna pruner and the Ray Tune scheduler (:mod:`grokforecast.backends`) translate

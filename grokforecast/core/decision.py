@@ -7,7 +7,7 @@ The decision is made once per trial, at its probe step:
 - ``PRUNE``: the forecast says it will not, or its loss diverged; the trial ends there.
 - ``EXPLORE``: the forecast says prune, but the trial was drawn to run to full length
   anyway, so that the study's own completed trials include low-forecast runs and the
-  online recalibration is not biased towards the trials it already liked.
+  study model is not biased towards the trials it already liked.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from grokforecast.core.study_model import Outcome
 
 
 class Decision(enum.StrEnum):
@@ -43,6 +45,9 @@ class DecisionRecord:
     features: dict[str, float] = field(default_factory=dict)
     #: Which model decided: a shipped calibration's inputs, "custom", or None (no forecast).
     forecaster: str | None = None
+    #: The study model's state when it decided (:meth:`StudyModel.describe`; empty
+    #: while the forecaster decides alone).
+    study_model: dict[str, float | int] = field(default_factory=dict)
 
     @classmethod
     def without_forecast(cls, decision: Decision, step: int, rule: str) -> DecisionRecord:
@@ -58,9 +63,14 @@ class DecisionRecord:
         if self.probability is None:
             return f"{self.decision.value} at step {self.step}: {self.rule}"
         features = ", ".join(f"{name} {value:+.2f}" for name, value in self.main_features.items())
+        model = (
+            f"the study model (learned from {self.calibrated_on} trials)"
+            if self.calibrated_on
+            else f"the {self.forecaster} forecaster"
+        )
         return (
-            f"{self.decision.value} at step {self.step}: P(grok) = {self.probability:.3f} against "
-            f"{self.rule}; main features (logit contributions): {features}"
+            f"{self.decision.value} at step {self.step}: P(grok) = {self.probability:.3f} from {model} "
+            f"against {self.rule}; main features (logit contributions): {features}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +82,7 @@ class DecisionRecord:
 class Probe:
     """What a stopper keeps of a forecast at the probe (the Optuna pruner in the trial's
     :data:`~grokforecast.vocabulary.PROBE_ATTR`, the Ray scheduler in its state, and
-    the study database for both): what later trials and the recalibration need."""
+    the study database for both): what later trials and the study model need."""
 
     decision: Decision
     logit: float
@@ -80,20 +90,28 @@ class Probe:
     forecaster: str
     #: The run had grokked by its probe: it ran on whatever the forecast said.
     grokked_at_probe: bool = False
+    #: The standardized features the forecaster read (what the study model learns from).
+    standardized: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "decision": self.decision.value}
+        return {**asdict(self), "decision": self.decision.value, "standardized": list(self.standardized)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Probe:
-        """A stored probe; one stored before ``grokked_at_probe`` existed reads as False."""
+        """A stored probe; one stored before ``grokked_at_probe`` or ``standardized``
+        existed reads as False and empty."""
         return cls(
             Decision(data["decision"]),
             float(data["logit"]),
             float(data["probability"]),
             str(data["forecaster"]),
             bool(data.get("grokked_at_probe", False)),
+            tuple(float(z) for z in data.get("standardized", ())),
         )
+
+    def outcome(self, grokked: bool) -> Outcome:
+        """What this probe's trial teaches the study model, once it ran to its end."""
+        return Outcome(self.forecaster, self.logit, grokked, self.standardized)
 
     @property
     def teaches(self) -> bool:

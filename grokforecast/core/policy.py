@@ -16,12 +16,16 @@ The steps of a decision, in order:
    or the caller's). A history it cannot read (too short, say) keeps the trial, with the
    reason in the record and one warning per policy: stopping on missing evidence would be
    worse than letting it run.
-3. The raw logit is recalibrated on the study's finished trials (Platt scaling).
+3. The study model updates the forecast with what the study's finished trials taught
+   (:mod:`grokforecast.core.study_model`: a Bayesian update of the shipped model).
 4. A run whose validation accuracy has reached the study's grok threshold is kept: there
    is nothing left to forecast, and it may be the study's best trial.
-5. Otherwise the rule: prune below ``threshold``, or outside the ``keep_top`` fraction of
-   the trials probed so far.
-6. A trial the rule prunes may be drawn to run on anyway (``exploration``).
+5. Otherwise the rule: until the study model has learned, prune outside the
+   ``warm_up_keep_top`` fraction of the trials probed so far (by forecast); then prune
+   below ``threshold``. With ``keep_top``, always by rank.
+6. A trial the rule prunes may be drawn to run on anyway (``exploration``), so that the
+   study model sees how low forecasts turn out; the chance shrinks as the study's
+   evidence grows (:meth:`StoppingPolicy.exploration_rate`).
 
 Probe-step convention: a trial is judged at the first report whose step is at or after
 ``probe_step``, where a report's step is that of the newest measurement it carries. The
@@ -52,8 +56,8 @@ from typing import Any
 
 import numpy as np
 
-from grokforecast.core.calibration import Calibration, Outcome, calibration_for
 from grokforecast.core.decision import Decision, DecisionRecord, Probe, settled
+from grokforecast.core.study_model import Outcome, StudyModel, study_model_for
 from grokforecast.errors import ConfigError
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
 from grokforecast.history import History
@@ -70,15 +74,24 @@ class PolicySettings:
 
     Args:
         probe_step: The step at which the trial is judged (see the module's convention).
-        threshold: Prune when the forecast P(grok) is below this (ignored with
-            ``keep_top``).
+        threshold: Prune when the forecast P(grok) is below this, once the study model
+            has learned (ignored with ``keep_top``).
         keep_top: If given, prune when the trial's forecast ranks below this fraction of
             the trials probed so far in the study (itself included).
-        n_min_probed: Trials to probe before ``keep_top`` ranks anyone.
-        exploration: Probability that a trial the rule would prune runs on anyway.
-        recalibrate: Refit the probability scale on the study's finished trials.
+        warm_up_keep_top: Until the study model has learned (``min_calibration_trials``
+            outcomes of both kinds), decide by rank instead of by ``threshold``: keep a
+            trial whose forecast ranks in this top fraction of the trials probed so far.
+            On a model family the shipped forecaster never saw, its ranking holds up far
+            better than its probability scale (``BENCHMARKS.md``); the trials kept are
+            what the study model learns from. None: the threshold from the start.
+        n_min_probed: Trials to probe before ``keep_top`` or ``warm_up_keep_top`` ranks anyone.
+        exploration: Probability that a trial the rule would prune runs on anyway, until
+            the study model has ``min_calibration_trials`` outcomes; then it shrinks in
+            proportion to their number (half as likely at twice as many).
+        recalibrate: Update the forecast with the study's finished trials (the study
+            model); without it the shipped model decides alone.
         min_calibration_trials: Finished forecast trials, with both outcomes, before the
-            recalibration is used.
+            study model is used.
         grok_threshold: Validation accuracy that counts as grokked (the keep rule for
             runs that have grokked by the probe).
         series: The series a caller reports when it supplies only one (``"train_loss"``,
@@ -89,10 +102,11 @@ class PolicySettings:
     probe_step: int
     threshold: float = 0.2
     keep_top: float | None = None
+    warm_up_keep_top: float | None = 0.6
     n_min_probed: int = 5
     exploration: float = 0.05
     recalibrate: bool = True
-    min_calibration_trials: int = 10
+    min_calibration_trials: int = 20
     grok_threshold: float = DEFAULT_GROK_THRESHOLD
     series: str = "train_loss"
     seed: int = 0
@@ -102,6 +116,11 @@ class PolicySettings:
             (self.probe_step >= 1, "probe_step", "must be at least 1"),
             (0.0 <= self.threshold <= 1.0, "threshold", "must lie in [0, 1]"),
             (self.keep_top is None or 0.0 < self.keep_top <= 1.0, "keep_top", "must lie in (0, 1]"),
+            (
+                self.warm_up_keep_top is None or 0.0 < self.warm_up_keep_top <= 1.0,
+                "warm_up_keep_top",
+                "must lie in (0, 1]",
+            ),
             (self.n_min_probed >= 1, "n_min_probed", "must be at least 1"),
             (0.0 <= self.exploration <= 1.0, "exploration", "must lie in [0, 1]"),
             (self.min_calibration_trials >= 2, "min_calibration_trials", "must be at least 2"),
@@ -185,22 +204,35 @@ class StoppingPolicy:
             assessment = forecaster.assess(history)
         except ValueError as error:
             return Verdict(self._unreadable(trial, step, error), None)
-        calibration = self.calibration(context.outcomes, key)
-        probability = calibration.probability(assessment.logit)
+        model = self.study_model(context.outcomes, key)
+        probability = model.probability(assessment.logit, assessment.standardized)
         grokked_rule = self._already_grokked(history)
-        prune, rule = (False, grokked_rule) if grokked_rule else self._rule(probability, context.probed)
-        decision = settled(prune, self.settings.seed, trial, self.settings.exploration)
+        prune, rule = (
+            (False, grokked_rule)
+            if grokked_rule
+            else self._rule(probability, context.probed, learned=model.trials > 0)
+        )
+        taught = sum(outcome.forecaster == key for outcome in context.outcomes)
+        decision = settled(prune, self.settings.seed, trial, self.exploration_rate(taught))
         record = DecisionRecord(
             decision,
             int(step),
             probability,
             rule,
             assessment.main_features,
-            calibration.trials,
+            model.trials,
             assessment.features,
             key,
+            model.describe() if model.trials else {},
         )
-        probe = Probe(decision, assessment.logit, probability, key, grokked_at_probe=grokked_rule is not None)
+        probe = Probe(
+            decision,
+            assessment.logit,
+            probability,
+            key,
+            grokked_at_probe=grokked_rule is not None,
+            standardized=assessment.standardized,
+        )
         return Verdict(record, probe)
 
     def forecaster_for(self, history: History) -> tuple[str, GrokForecaster]:
@@ -212,10 +244,17 @@ class StoppingPolicy:
             self._pretrained[key] = GrokForecaster.pretrained(key)
         return key, self._pretrained[key]
 
-    def calibration(self, outcomes: Sequence[Outcome], forecaster_key: str) -> Calibration:
+    def exploration_rate(self, taught: int) -> float:
+        """The chance that a trial the rule prunes runs on, when ``taught`` finished trials
+        of its forecaster have taught the study model: the evidence the study still needs."""
+        settings = self.settings
+        return settings.exploration * min(1.0, settings.min_calibration_trials / max(taught, 1))
+
+    def study_model(self, outcomes: Sequence[Outcome], forecaster_key: str) -> StudyModel:
+        """The shipped forecast updated by the study's outcomes (unchanged without ``recalibrate``)."""
         if not self.settings.recalibrate:
-            return Calibration()
-        return calibration_for(outcomes, forecaster_key, self.settings.min_calibration_trials)
+            return StudyModel()
+        return study_model_for(outcomes, forecaster_key, self.settings.min_calibration_trials)
 
     def _unreadable(self, trial: int | str, step: int, error: ValueError) -> DecisionRecord:
         if not self._warned_unreadable:
@@ -246,15 +285,21 @@ class StoppingPolicy:
             return None
         return f"val_acc {accuracy.max():.3f} already >= {level:g} (grokked, nothing to forecast)"
 
-    def _rule(self, probability: float, probed: Sequence[float]) -> tuple[bool, str]:
+    def _rule(self, probability: float, probed: Sequence[float], learned: bool) -> tuple[bool, str]:
         settings = self.settings
-        if settings.keep_top is None:
+        if settings.keep_top is not None:
+            return self._ranked(probability, probed, settings.keep_top, "keep_top")
+        if learned or settings.warm_up_keep_top is None:
             return probability < settings.threshold, f"threshold {settings.threshold:g}"
-        if len(probed) + 1 < settings.n_min_probed:
-            warm_up = f"warm-up: {len(probed) + 1} of {settings.n_min_probed} probed"
-            return False, f"keep_top {settings.keep_top:g} ({warm_up})"
-        cutoff = float(np.quantile([*probed, probability], 1.0 - settings.keep_top))
-        return (
-            probability < cutoff,
-            f"keep_top {settings.keep_top:g} of {len(probed) + 1} probed (cut-off {cutoff:.3f})",
-        )
+        prune, ranked = self._ranked(probability, probed, settings.warm_up_keep_top, "warm_up_keep_top")
+        return prune, f"{ranked}, until the study model has learned"
+
+    def _ranked(
+        self, probability: float, probed: Sequence[float], share: float, name: str
+    ) -> tuple[bool, str]:
+        """Prune outside the top ``share`` of the trials probed so far (itself included)."""
+        if len(probed) + 1 < self.settings.n_min_probed:
+            warm_up = f"warm-up: {len(probed) + 1} of {self.settings.n_min_probed} probed"
+            return False, f"{name} {share:g} ({warm_up})"
+        cutoff = float(np.quantile([*probed, probability], 1.0 - share))
+        return probability < cutoff, f"{name} {share:g} of {len(probed) + 1} probed (cut-off {cutoff:.3f})"

@@ -3,6 +3,13 @@
 A forecaster is applied at whatever probe step a study chooses, so it is fitted on each
 run's history at several probe lengths at once (by default 2.5 %, 5 % and 10 % of the
 run), which makes it indifferent to the exact probe length within that range.
+
+It is also applied to model families it never saw, so its probability scale is set for
+them: after the fit, the logit is rescaled (Platt scaling) so that the forecasts each
+family gets from a forecaster fitted without it are calibrated, on average over the
+families (:func:`rescale_for_new_families`). The ranking is the fit's; only the scale
+moves. A strongly regularized fit ranks new families best but is timid, with every
+probability near the base rate; this step undoes that.
 """
 
 from __future__ import annotations
@@ -10,11 +17,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster
 from grokforecast.history import History
 from grokforecast.records import RunRecord
 
 DEFAULT_PROBE_FRACTIONS = (0.025, 0.05, 0.1)
+#: The smallest slope the rescaling keeps: where the out-of-family forecasts rank no
+#: better than chance, the probabilities all but collapse to the base rate, but the
+#: fit's own ranking is kept rather than turned over.
+MIN_SLOPE = 0.05
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
@@ -33,11 +46,50 @@ def fit_on_records(
     records: Sequence[RunRecord],
     fractions: Sequence[float] = DEFAULT_PROBE_FRACTIONS,
 ) -> GrokForecaster:
-    """Fit on every usable record at each probe fraction."""
+    """Fit on every usable record at each probe fraction; with records of two families or
+    more, rescale for new families (:func:`rescale_for_new_families`)."""
     usable = usable_records(records)
-    histories = [probe_history(r, f) for f in fractions for r in usable]
-    labels = [r.grokked for f in fractions for r in usable]
-    return forecaster.fit(histories, labels)
+    matrix = forecaster.feature_matrix([probe_history(r, f) for f in fractions for r in usable])
+    labels = np.array([r.grokked for _ in fractions for r in usable], dtype=int)
+    families = np.array([r.family for _ in fractions for r in usable])
+    forecaster.fit_features(matrix, labels)
+    if len(set(families)) > 1:
+        rescale_for_new_families(forecaster, matrix, labels, families)
+    return forecaster
+
+
+def rescale_for_new_families(
+    forecaster: GrokForecaster, matrix: np.ndarray, labels: np.ndarray, families: np.ndarray
+) -> None:
+    """Platt-rescale the fitted ``forecaster`` on its out-of-family logits: each family's
+    rows scored by the same model fitted on the other families."""
+    from sklearn.linear_model import LogisticRegression
+
+    held_out = np.empty(len(labels))
+    for family in set(families.tolist()):
+        inside = families == family
+        if len(set(labels[~inside].tolist())) < 2:
+            return  # one family has every run of an outcome: nothing to learn the scale from
+        without = GrokForecaster(forecaster.groups, forecaster.features, forecaster.regularization)
+        without.fit_features(matrix[~inside], labels[~inside])
+        held_out[inside] = without.predict_logit_features(matrix[inside])
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(held_out.reshape(-1, 1), labels)
+    slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    if slope < MIN_SLOPE:
+        slope, intercept = MIN_SLOPE, _intercept_given_slope(MIN_SLOPE * held_out, labels)
+    forecaster.rescale(slope, intercept)
+
+
+def _intercept_given_slope(offsets: np.ndarray, labels: np.ndarray) -> float:
+    """The maximum-likelihood intercept of ``sigmoid(offset + b)`` (Newton's method)."""
+    intercept = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(offsets + intercept)))
+        step = (p - labels).sum() / max((p * (1 - p)).sum(), 1e-12)
+        intercept -= step
+        if abs(step) < 1e-10:
+            break
+    return intercept
 
 
 def fit_pretrained(

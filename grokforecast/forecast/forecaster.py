@@ -24,6 +24,7 @@ from grokforecast.forecast.features import (
     extract_features,
     feature_names,
 )
+from grokforecast.vocabulary import SERIES
 
 FORMAT = "grokforecast-forecaster"
 VERSION = 1
@@ -35,26 +36,26 @@ CLIP = 4.0
 #: The paper's signal alone: Hjorth parameters and band energy of the detrended log loss.
 SIGNATURE_FEATURES = ("log_activity", "mobility", "complexity", "log_band_energy")
 
-#: The shipped calibrations, by the series a caller can supply.
+#: The shipped calibrations, by what a caller can supply: every curve or one series, each
+#: with or without the run's hyperparameters.
 PRETRAINED_INPUTS: dict[str, tuple[str, ...]] = {
-    "full+hyperparameters": tuple(FEATURE_GROUPS),
     "full": CURVE_GROUPS,
-    "train_loss": ("train_loss",),
-    "val_loss": ("val_loss",),
-    "val_acc": ("val_acc",),
+    **{name: (name,) for name in SERIES},
 }
+PRETRAINED_INPUTS.update(
+    {f"{key}+hyperparameters": (*groups, "hyperparameters") for key, groups in PRETRAINED_INPUTS.items()}
+)
 
 
 def pretrained_inputs_for(history: HistoryLike, fallback: str) -> str:
     """The richest shipped calibration ``history`` can feed.
 
-    Every curve the trainer records (and the run's hyperparameters, when given) selects
-    ``"full"`` (``"full+hyperparameters"``); anything less falls back to the calibration
-    of the one series ``fallback``.
+    Every curve the trainer records selects ``"full"``; anything less, the calibration of
+    the one series ``fallback``; either with ``"+hyperparameters"`` when the history has
+    the run's hyperparameters.
     """
-    if not all(group in history for group in CURVE_GROUPS):
-        return fallback
-    return "full+hyperparameters" if "hyperparameters" in history else "full"
+    curves = "full" if all(group in history for group in CURVE_GROUPS) else fallback
+    return f"{curves}+hyperparameters" if "hyperparameters" in history else curves
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Assessment:
     main_features: dict[str, float]
     #: Every feature, by name, before scaling.
     features: dict[str, float]
+    #: The features as the model read them: z-scores against the fitting corpus, clipped.
+    standardized: tuple[float, ...] = ()
 
 
 class GrokForecaster:
@@ -101,15 +104,18 @@ class GrokForecaster:
             Names of the features to use, a subset of the groups' features (e.g. only the
             paper's signature, ``SIGNATURE_FEATURES``); default: all of them.
         regularization:
-            Inverse L2 strength ``C`` of the logistic regression; the default scored best
-            on held-out cells of the shipped corpus among 0.03-10.
+            Inverse L2 strength ``C`` of the logistic regression. The default is strong:
+            chosen by nested leave-one-family-out (for each held-out family, the ``C``
+            that scored best on the other families each held out in turn), it was
+            0.003-0.01 for seven corpora of nine; a weaker one fits the families it saw
+            better and new ones worse (``docs/benchmarks-history.md``).
     """
 
     def __init__(
         self,
         groups: Sequence[str] = CURVE_GROUPS,
         features: Sequence[str] | None = None,
-        regularization: float = 3.0,
+        regularization: float = 0.01,
     ) -> None:
         unknown = [g for g in groups if g not in FEATURE_GROUPS]
         if unknown or not groups:
@@ -182,6 +188,16 @@ class GrokForecaster:
     def predict_proba_features(self, matrix: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self._logits(matrix)))
 
+    def predict_logit_features(self, matrix: np.ndarray) -> np.ndarray:
+        return self._logits(matrix)
+
+    def rescale(self, slope: float, intercept: float) -> None:
+        """Make the logit ``slope * logit + intercept``: a new probability scale, the
+        same ranking when ``slope > 0`` (see :mod:`grokforecast.forecast.fitting`)."""
+        self._require_fitted()
+        self._weights = slope * self._weights
+        self._intercept = slope * self._intercept + intercept
+
     def explain(self, history: HistoryLike, top: int = 3) -> dict[str, float]:
         """The ``top`` features that moved the forecast most, with their logit contributions."""
         self._require_fitted()
@@ -196,6 +212,7 @@ class GrokForecaster:
             logit=float(self._logits(matrix)[0]),
             main_features=self._main_features(matrix, top),
             features=dict(zip(self.features, matrix[0].tolist(), strict=True)),
+            standardized=tuple(round(z, 6) for z in self._standardize(matrix)[0].tolist()),
         )
 
     def _main_features(self, matrix: np.ndarray, top: int) -> dict[str, float]:
@@ -248,8 +265,9 @@ class GrokForecaster:
         """The calibration shipped in the package, fitted on the shipped corpus.
 
         ``inputs`` names what the caller can supply: ``"full"`` (every series the
-        trainer records), ``"full+hyperparameters"`` (and the run's lr, weight decay and
-        data fraction), or ``"train_loss"``, ``"val_loss"`` or ``"val_acc"`` alone.
+        trainer records) or ``"train_loss"``, ``"val_loss"`` or ``"val_acc"`` alone,
+        each also with ``"+hyperparameters"`` (and the run's lr, weight decay and data
+        fraction), e.g. ``"val_loss+hyperparameters"``.
         """
         if inputs not in PRETRAINED_INPUTS:
             raise ValueError(f"inputs={inputs!r} must be one of {sorted(PRETRAINED_INPUTS)}")

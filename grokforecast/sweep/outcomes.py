@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.core.calibration import Outcome
 from grokforecast.core.decision import Probe
+from grokforecast.core.study_model import Outcome
 from grokforecast.vocabulary import GROKKED_ATTR, PROBE_ATTR
 
 GrokLabel = Callable[[FrozenTrial], "bool | None"]
@@ -47,7 +47,7 @@ def probed_outcomes(trials: Iterable[FrozenTrial], label: GrokLabel) -> dict[int
         probe = stored_probe(trial)
         grokked = label(trial) if trial.state == TrialState.COMPLETE else None
         if probe is not None and grokked is not None and probe.teaches:
-            outcomes[trial.number] = Outcome(probe.forecaster, probe.logit, bool(grokked))
+            outcomes[trial.number] = probe.outcome(bool(grokked))
     return outcomes
 
 

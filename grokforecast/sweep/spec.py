@@ -128,6 +128,8 @@ class PrunerSpec(_Strict):
     n_startup_trials: Annotated[int, Field(ge=0)] = 5
     threshold: float = PolicySettings.threshold
     keep_top: float | None = PolicySettings.keep_top
+    #: ``false`` in a study file: the threshold from the first trial (TOML has no None).
+    warm_up_keep_top: float | Literal[False] = PolicySettings.warm_up_keep_top
     n_min_probed: int = PolicySettings.n_min_probed
     exploration: float = PolicySettings.exploration
     recalibrate: bool = PolicySettings.recalibrate
@@ -143,6 +145,8 @@ class PrunerSpec(_Strict):
         self, probe_step: int, grok_threshold: float = DEFAULT_GROK_THRESHOLD
     ) -> PolicySettings:
         options = {**self.model_dump(), "probe_step": probe_step, "grok_threshold": grok_threshold}
+        if options["warm_up_keep_top"] is False:
+            options["warm_up_keep_top"] = None
         return PolicySettings.of(options)
 
 

@@ -77,36 +77,51 @@ class HjorthPruner(BasePruner):
             what the trial provides (``"full"`` with a Monitor logging every series,
             else the one for ``series`` alone).
         threshold:
-            Prune when the forecast P(grok) is below this (ignored with ``keep_top``);
-            ``BENCHMARKS.md`` shows what the default keeps and spends.
+            Prune when the forecast P(grok) is below this, once the study model has
+            learned (ignored with ``keep_top``); ``BENCHMARKS.md`` shows what the
+            default keeps and spends.
         keep_top:
             If given, prune when the trial's forecast ranks below this fraction of the
             trials probed so far in the study (itself included); until ``n_min_probed``
             trials have been probed, keep.
+        warm_up_keep_top:
+            Until the study model has learned from ``min_calibration_trials`` trials of
+            both outcomes, decide by rank instead of by ``threshold``: keep a trial whose
+            forecast ranks in this top fraction of the trials probed so far (on a new
+            model family the shipped forecast ranks trials far better than it scales
+            them; the trials kept are what the study model learns from). None: the
+            threshold from the start.
         n_min_probed:
-            Trials to probe before ``keep_top`` ranks anyone.
+            Trials to probe before ``keep_top`` or ``warm_up_keep_top`` ranks anyone.
         exploration:
             Probability that a trial the rule would prune runs to full length anyway
-            (decision ``explore``), so that recalibration also sees low-forecast trials.
+            (decision ``explore``), so that the study model also sees low-forecast trials.
             The draw is a function of ``seed`` and the trial number: every worker agrees.
         recalibrate:
-            Refit the forecast's probability scale on the study's completed, probed trials
-            (Platt scaling) once ``min_calibration_trials`` of them with both outcomes
-            exist.
+            Update the forecast with the study's completed, probed trials once
+            ``min_calibration_trials`` of them with both outcomes exist: a Bayesian
+            logistic model whose prior is the shipped forecaster learns how its forecasts
+            turn out on this study's model (:mod:`grokforecast.core.study_model`). It is
+            refitted from the trials stored in the study, so every worker and a resumed
+            study continue from the same model.
         min_calibration_trials:
             See ``recalibrate``.
         grok_threshold:
             Validation accuracy that counts as grokked.
         grok_value:
-            Objective value that counts as grokked for recalibration (``>=`` when the
+            Objective value that counts as grokked for the study model (``>=`` when the
             study maximizes, ``<=`` when it minimizes); default: ``grok_threshold``.
             Trials with a ``grokked`` user attribute use that instead.
         hyperparameters:
             Where the trial's learning rate, weight decay and data fraction are among its
             parameters, as ``{"lr": ..., "weight_decay": ..., "data_fraction": ...}``
-            (default: those very names). When a trial has all three and a Monitor supplies
-            every curve, the forecast uses them too (``"full+hyperparameters"``), which
-            predicts markedly better (``BENCHMARKS.md``).
+            (default: recognised by their common spellings, such as ``lr`` or
+            ``learning_rate``, ``weight_decay`` or ``wd``, ``data_fraction`` or
+            ``train_fraction``). When a trial has all three, the forecast uses them
+            besides the curves, whichever series are reported (``"full+hyperparameters"``
+            with a Monitor, ``"val_loss+hyperparameters"`` with validation loss alone, ...),
+            which predicts markedly better (``BENCHMARKS.md``); the decision record's
+            ``forecaster`` names the inputs used.
         seed:
             Seed of the exploration draws.
     """
@@ -119,6 +134,7 @@ class HjorthPruner(BasePruner):
         forecaster: GrokForecaster | None = None,
         threshold: float = PolicySettings.threshold,
         keep_top: float | None = PolicySettings.keep_top,
+        warm_up_keep_top: float | None = PolicySettings.warm_up_keep_top,
         n_min_probed: int = PolicySettings.n_min_probed,
         exploration: float = PolicySettings.exploration,
         recalibrate: bool = PolicySettings.recalibrate,
@@ -131,8 +147,8 @@ class HjorthPruner(BasePruner):
         settings = PolicySettings.of(locals())  # every policy keyword, by name
         self.policy = StoppingPolicy(settings, forecaster)
         self.grok_value = grok_threshold if grok_value is None else grok_value
-        self.hyperparameters = dict(hyperparameters or {name: name for name in HYPERPARAMETERS})
-        if set(self.hyperparameters) != set(HYPERPARAMETERS):
+        self.hyperparameters = dict(hyperparameters) if hyperparameters is not None else None
+        if self.hyperparameters is not None and set(self.hyperparameters) != set(HYPERPARAMETERS):
             raise ConfigError(
                 f"hyperparameters must map exactly {list(HYPERPARAMETERS)} to the trial's "
                 f"parameter names but got {hyperparameters}"
@@ -183,12 +199,13 @@ class HjorthPruner(BasePruner):
 
     def _context(self, study: optuna.Study, trial: FrozenTrial) -> StudyContext:
         settings = self.settings
-        if not settings.recalibrate and settings.keep_top is None:
+        if not settings.recalibrate and settings.keep_top is None and settings.warm_up_keep_top is None:
             return StudyContext()
         trials = study.get_trials(deepcopy=False)
         outcomes = ()
         if settings.recalibrate:
             completed = [t for t in trials if t.state is TrialState.COMPLETE]
             outcomes = tuple(probed_outcomes(completed, grok_label(study, self.grok_value)).values())
-        probed = probed_probabilities(trials, trial.number) if settings.keep_top is not None else ()
+        ranks = settings.keep_top is not None or settings.warm_up_keep_top is not None
+        probed = probed_probabilities(trials, trial.number) if ranks else ()
         return StudyContext(outcomes, probed)

@@ -20,9 +20,9 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from grokforecast.backends.ray.state import SavesStateToFile
-from grokforecast.core.calibration import Outcome
 from grokforecast.core.decision import Decision, DecisionRecord, Probe
 from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext
+from grokforecast.core.study_model import Outcome
 from grokforecast.forecast.forecaster import GrokForecaster
 from grokforecast.history import History, hyperparameters_from
 from grokforecast.vocabulary import CURVE_GROUPS, INTERVAL_SUFFIX, TRIAL_NUMBER
@@ -84,12 +84,12 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
             A trial whose last result does not say ``grokked`` grokked when
             ``grok_metric`` reached ``grok_value`` (default: ``grok_threshold``) in one of
             its results.
-        series, forecaster, threshold, keep_top, n_min_probed, exploration, recalibrate,
-        min_calibration_trials, grok_threshold, seed:
+        series, forecaster, threshold, keep_top, warm_up_keep_top, n_min_probed, exploration,
+        recalibrate, min_calibration_trials, grok_threshold, seed:
             As for :class:`~grokforecast.HjorthPruner`. Exploration is drawn from ``seed``
             and the trial (its Optuna trial number under grokforecast's Ray backend, so
-            that both backends draw the same); ``keep_top`` ranks among the trials this
-            scheduler has probed.
+            that both backends draw the same); ``keep_top`` and ``warm_up_keep_top`` rank
+            among the trials this scheduler has probed.
     """
 
     def __init__(
@@ -101,6 +101,7 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         forecaster: GrokForecaster | None = None,
         threshold: float = PolicySettings.threshold,
         keep_top: float | None = PolicySettings.keep_top,
+        warm_up_keep_top: float | None = PolicySettings.warm_up_keep_top,
         n_min_probed: int = PolicySettings.n_min_probed,
         exploration: float = PolicySettings.exploration,
         recalibrate: bool = PolicySettings.recalibrate,
@@ -200,7 +201,7 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         grokked = result.get("grokked")
         if grokked is None:
             grokked = trial_id in self._reached_grok_value
-        self.add_outcome(_trial_key(trial_id, config), Outcome(probe.forecaster, probe.logit, bool(grokked)))
+        self.add_outcome(_trial_key(trial_id, config), probe.outcome(bool(grokked)))
 
     def add_outcome(self, trial: str | int, outcome: Outcome) -> None:
         """Record how ``trial`` (an Optuna trial number, or a Tune id), forecast and run to
