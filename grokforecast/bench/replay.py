@@ -331,7 +331,12 @@ def stoppers(
             f"HjorthPruner (held-out, tuned: threshold {tuned:.2f})",
             # The threshold is on the forecaster's own scale: no recalibration moves it.
             lambda: HjorthPruner(
-                probe, forecaster=held_out, threshold=tuned, exploration=0, recalibrate=False
+                probe,
+                forecaster=held_out,
+                threshold=tuned,
+                warm_up_keep_top=None,
+                exploration=0,
+                recalibrate=False,
             ),
             "train_loss",
             dense=True,
