@@ -74,6 +74,24 @@ def _recognised_names(params: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+#: Fewest reports from which a series' direction is judged (:func:`looks_like_accuracy`).
+MIN_POINTS_TO_RECOGNISE = 8
+
+
+def looks_like_accuracy(values: Mapping[int, float]) -> bool:
+    """Whether an Optuna trial's intermediate values read as an accuracy rather than a
+    loss: every value in [0, 1], and rising (the median of the last quarter above that of
+    the first). A loss falls; a study that reports accuracy while its pruner expects a loss
+    is the commonest first try, and the log of its zeros would be unreadable."""
+    ordered = np.array([values[step] for step in sorted(values)], dtype=float)
+    if len(ordered) < MIN_POINTS_TO_RECOGNISE or not np.isfinite(ordered).all():
+        return False
+    if ordered.min() < 0 or ordered.max() > 1:
+        return False
+    quarter = len(ordered) // 4
+    return bool(np.median(ordered[-quarter:]) > np.median(ordered[:quarter]))
+
+
 class History(Mapping[str, Any]):
     """A trial's series so far, ``{name: (steps, values)}``, and its hyperparameters."""
 

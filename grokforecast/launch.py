@@ -2,10 +2,10 @@
 
 With one worker the trials train in this process (no second interpreter to start, no
 second import of torch); with ``--workers N`` the parent trains nothing and starts N
-worker processes. Either way a progress bar is redrawn from the study database once a
-second (trials finished, pruned, running, compute saved), so it is right however many
-workers or hosts take part. On Ctrl-C every worker stops its trial (Optuna marks it FAIL,
-its checkpoint stays) and the study can be resumed with ``grokforecast resume``.
+worker processes. Either way the progress (:mod:`grokforecast.sweep.progress`) is redrawn
+from the study database once a second. On Ctrl-C or SIGTERM every worker checkpoints its
+trial at the end of the segment it is training (:mod:`grokforecast.sweep.shutdown`),
+Optuna marks it FAIL, and the study can be resumed with ``grokforecast resume``.
 On the Ray backend, Ray Tune runs the trials and saves the experiment for the resume.
 
 This module sits above both backends (:mod:`grokforecast.backends`) and imports the Ray
@@ -14,12 +14,12 @@ one only when it is chosen.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
 
 import optuna
-from tqdm import tqdm
 
 from grokforecast.backends.optuna.workers import (
     quiet_interrupted_trials,
@@ -28,15 +28,22 @@ from grokforecast.backends.optuna.workers import (
     start_workers,
 )
 from grokforecast.errors import GrokforecastError
+from grokforecast.sweep import shutdown
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.progress import SweepProgress, sweep_progress
 from grokforecast.sweep.study import create_study
-from grokforecast.sweep.summary import summarize
 
 POLL_SECONDS = 1.0
+#: Seconds a worker has to checkpoint and mark its trial after the stop signal.
+STOP_GRACE_SECONDS = 30.0
 
 
 class SweepInterrupted(Exception):
-    """The user pressed Ctrl-C; the study is resumable."""
+    """A stop signal (Ctrl-C, SIGTERM) ended the sweep; the study is resumable."""
+
+    def __init__(self, signum: signal.Signals | None) -> None:
+        super().__init__(signum.name if signum else "interrupted")
+        self.signum = signum
 
 
 def run_sweep(
@@ -58,26 +65,27 @@ def run_sweep(
         check_ray_backend(plan)
     storage = plan.open_storage()
     study = create_study(plan, storage)
-    bar = tqdm(total=plan.spec.n_trials, unit="trial", disable=not progress, dynamic_ncols=True)
+    shown = sweep_progress(plan.spec.n_trials, plan.spec.budget.full_steps, progress)
+    shown.update(study)
     try:
         if backend == "ray":
-            _while_polling(plan, study, bar, lambda: _run_on_ray(plan, study, ray_address, resume))
+            _while_polling(study, shown, lambda: _run_on_ray(plan, study, ray_address, resume))
         else:
-            if resume:
-                retry_interrupted(study, plan.spec.heartbeat.max_retry)
-            if n_workers == 1:
-                quiet_interrupted_trials()
-                _while_polling(
-                    plan,
-                    study,
-                    bar,
-                    lambda: run_worker(plan, 0, n_trials=plan.spec.n_trials, storage=storage),
-                )
-            else:
-                _train_in_workers(plan, study, bar, n_workers)
+            with shutdown.graceful_stop():  # Ray Tune handles its own signals
+                if resume:
+                    retry_interrupted(study, plan.spec.heartbeat.max_retry)
+                if n_workers == 1:
+                    quiet_interrupted_trials()
+                    _while_polling(
+                        study,
+                        shown,
+                        lambda: run_worker(plan, 0, n_trials=plan.spec.n_trials, storage=storage),
+                    )
+                else:
+                    _train_in_workers(plan, study, shown, n_workers)
     finally:
-        _update(bar, study, plan)
-        bar.close()
+        shown.update(study)
+        shown.close()
     return study
 
 
@@ -87,54 +95,58 @@ def _run_on_ray(plan: SweepPlan, study: optuna.Study, address: str | None, resum
     try:
         run_ray_sweep(plan, study, address, resume)
     except ExperimentInterrupted:
-        raise SweepInterrupted from None
+        raise SweepInterrupted(signal.SIGINT) from None
 
 
-def _while_polling(plan: SweepPlan, study: optuna.Study, bar: tqdm, train: Callable[[], None]) -> None:
-    """Train in this process while a thread redraws the bar."""
+def _while_polling(study: optuna.Study, shown: SweepProgress, train: Callable[[], None]) -> None:
+    """Train in this process while a thread redraws the progress."""
     stop = threading.Event()
-    poller = threading.Thread(target=_poll, args=(stop, bar, study, plan), daemon=True)
+    poller = threading.Thread(target=_poll, args=(stop, shown, study), daemon=True)
     poller.start()
     try:
         train()
-    except KeyboardInterrupt:  # Optuna has marked the running trial FAIL
-        raise SweepInterrupted from None
+    except shutdown.StopRequested as stopped:  # the trial is checkpointed and marked FAIL
+        raise SweepInterrupted(stopped.signum) from None
+    except KeyboardInterrupt:  # a second Ctrl-C: Optuna has marked the running trial FAIL
+        raise SweepInterrupted(signal.SIGINT) from None
     finally:
         stop.set()
         poller.join()
 
 
-def _poll(stop: threading.Event, bar: tqdm, study: optuna.Study, plan: SweepPlan) -> None:
+def _poll(stop: threading.Event, shown: SweepProgress, study: optuna.Study) -> None:
     while not stop.wait(POLL_SECONDS):
-        _update(bar, study, plan)
+        shown.update(study)
 
 
-def _train_in_workers(plan: SweepPlan, study: optuna.Study, bar: tqdm, n_workers: int) -> None:
-    """Start ``n_workers`` processes and redraw the bar until they are done."""
+def _train_in_workers(plan: SweepPlan, study: optuna.Study, shown: SweepProgress, n_workers: int) -> None:
+    """Start ``n_workers`` processes and show progress until they are done or told to stop
+    (within :func:`~grokforecast.sweep.shutdown.graceful_stop`).
+
+    A stop signal is passed on to every worker as SIGTERM (a terminal's Ctrl-C reaches
+    them already; ``docker stop`` and ``kill`` reach the parent only): each checkpoints
+    and marks its trial, and gets ``STOP_GRACE_SECONDS`` to do so before it is killed.
+    """
     processes = start_workers(plan, n_workers)
     try:
-        while any(p.is_alive() for p in processes):
-            _update(bar, study, plan)
+        while any(p.is_alive() for p in processes) and shutdown.requested() is None:
+            shown.update(study)
             time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
-        for process in processes:  # the workers got the same SIGINT; let them mark their trials
-            process.join(timeout=30)
-            if process.is_alive():
+        signum = shutdown.requested()
+        if signum is not None:
+            for process in processes:
                 process.terminate()
-        raise SweepInterrupted from None
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            for process in processes:
+                process.join(timeout=max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        signum = signal.SIGINT
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    if signum is not None:
+        raise SweepInterrupted(signum)
     failed_workers = [p.name for p in processes if p.exitcode not in (0, None)]
     if failed_workers:
         raise GrokforecastError(f"{', '.join(failed_workers)} stopped with an error (its message is above)")
-
-
-def _update(bar: tqdm, study: optuna.Study, plan: SweepPlan) -> None:
-    summary = summarize(study, plan.spec.budget.full_steps)
-    bar.n = min(summary.finished, bar.total)
-    bar.set_postfix(
-        pruned=summary.pruned,
-        grokked=summary.grokked,
-        running=summary.running,
-        saved=f"{100 * summary.saved:.0f}%",
-        refresh=False,
-    )
-    bar.refresh()

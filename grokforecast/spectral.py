@@ -208,7 +208,7 @@ def loss_signature(
     if log:
         if (values <= 0).any():
             raise ValueError(
-                f"loss has a value {values[values <= 0][0]} <= 0; pass log=False for such curves"
+                f"loss has a value {values[values <= 0][0]} <= 0, and its log is taken: is it a loss?"
             )
         values = np.log(values)
     if steps is not None:

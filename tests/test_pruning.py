@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -183,6 +184,41 @@ def test_a_nan_value_is_pruned_at_once() -> None:
         trial.user_attrs[DECISION_ATTR]["reason"]
         == "prune at step 1: diverged: non-finite train_loss at step 1"
     )
+
+
+def _report_validation_accuracy(trial: optuna.Trial) -> float:
+    """What a newcomer's first objective reports: validation accuracy, from 0 at the start."""
+    record = RECORDS[trial.number]
+    curves = record.curves
+    for step, accuracy in zip(curves.eval_steps, curves.val_acc, strict=True):
+        trial.report(0.0 if step < 20 else accuracy, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return curves.val_acc[-1]
+
+
+def test_a_reported_accuracy_is_recognised_and_the_record_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study(direction="maximize", pruner=HjorthPruner(probe_step=60))
+    with caplog.at_level(logging.WARNING, logger="grokforecast.backends.optuna.pruner"):
+        study.optimize(_report_validation_accuracy, n_trials=3)  # no crash, three trials
+    assert len(study.trials) == 3
+    for trial in study.trials:
+        decision = trial.user_attrs[DECISION_ATTR]
+        assert decision["probability"] is not None and decision["forecaster"] == "val_acc"
+        assert "read as val_acc" in decision["reason"] and "series='val_acc'" in decision["note"]
+    assert len([m for m in caplog.messages if "read as val_acc" in m]) == 1  # once per study
+
+
+def test_an_unreadable_history_keeps_the_trial_and_the_warning_names_the_series_to_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    study = optuna.create_study(direction="minimize", pruner=HjorthPruner(probe_step=60))
+    with caplog.at_level(logging.WARNING, logger="grokforecast.core.policy"):
+        study.optimize(_report_validation_accuracy, n_trials=2)  # minimizing: not read as accuracy
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert study.trials[0].user_attrs[DECISION_ATTR]["reason"].startswith("keep at step 60: no forecast")
+    (warning,) = [m for m in caplog.messages if "cannot forecast" in m]
+    assert "series='val_acc'" in warning and "log=False" not in warning
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,12 @@ from grokforecast.backends.optuna.workers import retry_interrupted, run_worker
 from grokforecast.errors import ConfigError, GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.spec import load_study_spec
-from grokforecast.sweep.storage import open_storage, read_curves, write_curve_segment
+from grokforecast.sweep.storage import (
+    misread_absolute_path,
+    open_storage,
+    read_curves,
+    write_curve_segment,
+)
 from grokforecast.sweep.study import create_study
 from grokforecast.sweep.summary import report_text, summarize
 from grokforecast.vocabulary import DECISION_ATTR
@@ -129,7 +134,9 @@ def test_a_sweep_prunes_at_the_probe_and_stores_every_curve_once(in_tmp: Path, s
     storage = open_storage(plan.storage_url)
     curves = read_curves(storage.engine, plan.spec.name)
     for trial in study.trials:
-        assert trial.last_step == plan.spec.budget.probe_steps - 1  # the probe's last loss
+        # Optuna sees the objective's series (val_acc): at step 0 and at the probe
+        val_acc = dict(zip(*curves_of(plan, trial.number)["val_acc"], strict=True))
+        assert trial.intermediate_values == pytest.approx({0: val_acc[0], 40: val_acc[40]}, abs=1e-6)
         assert trial.user_attrs["steps_trained"] == plan.spec.budget.probe_steps
         assert trial.user_attrs[DECISION_ATTR]["decision"] == "prune"
         steps, values = curves[trial.number]["train_loss"]
@@ -137,6 +144,10 @@ def test_a_sweep_prunes_at_the_probe_and_stores_every_curve_once(in_tmp: Path, s
         assert (curves[trial.number]["val_acc"][0] == np.arange(0, 41, 10)).all()
     assert not list(plan.checkpoint_dir.glob("*.pt"))  # finished trials leave no checkpoint
     assert summarize(study, plan.spec.budget.full_steps).saved == pytest.approx(1 - 40 / 240)
+
+
+def curves_of(plan: SweepPlan, number: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return read_curves(open_storage(plan.storage_url).engine, plan.spec.name)[number]
 
 
 def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_url: str) -> None:
@@ -152,6 +163,8 @@ def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_
         assert trial.value == pytest.approx(trial.user_attrs["final_val_acc"])
         assert (curves[trial.number]["train_loss"][0] == np.arange(240)).all()
         assert curves[trial.number]["val_acc"][1][-1] == pytest.approx(trial.value, abs=1e-6)
+        assert sorted(trial.intermediate_values) == [0, 40, 50, 100, 150, 200, 240]  # val_acc
+        assert trial.intermediate_values[240] == pytest.approx(trial.value, abs=1e-6)
     assert "2 trials finished: 2 complete, 0 pruned" in report_text(study, 240)
 
 
@@ -201,14 +214,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_with_nothing_lost(
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     assert study.trials[0].state is TrialState.RUNNING  # a dead worker leaves it running ...
     time.sleep(plan.spec.heartbeat.grace_period + 1)  # ... until its heartbeat is stale
-    resumed = subprocess.run(
-        [*GROKFORECAST, "resume", str(plan.spec_path), "--storage", plan.storage_url],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    resumed, study = _resume(plan)
     states = [t.state for t in study.trials]
     assert states[0] is TrialState.FAIL and states.count(TrialState.COMPLETE) == 2
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
@@ -222,19 +228,39 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_with_nothing_lost(
     assert "2 trials finished" in resumed.stdout
 
 
-@pytest.mark.slow
-def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
-    # Long enough (~10 s) that the trial is still training when Ctrl-C arrives, on a busy machine too.
-    plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'ctrl-c.db'}", n_trials=1, threshold=0.0, full_steps=12000)
+def _resume(plan: SweepPlan) -> tuple[subprocess.CompletedProcess, optuna.Study]:
+    """``grokforecast resume`` the plan's study, which must succeed; the study after it."""
+    resumed = subprocess.run(
+        [*GROKFORECAST, "resume", str(plan.spec_path), "--storage", plan.storage_url],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    return resumed, optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+
+
+def _long_sweep(in_tmp: Path, n_trials: int = 1, *options: str) -> tuple[SweepPlan, subprocess.Popen]:
+    """A sweep whose trials are long enough (~10 s) to be still training when it is stopped,
+    on a busy machine too; returned once every trial has its probe checkpoint."""
+    plan = _plan(
+        in_tmp, f"sqlite:///{in_tmp / 'long.db'}", n_trials=n_trials, threshold=0.0, full_steps=12000
+    )
     sweep = subprocess.Popen(
-        [*GROKFORECAST, "sweep", str(plan.spec_path), "--storage", plan.storage_url],
+        [*GROKFORECAST, "sweep", str(plan.spec_path), "--storage", plan.storage_url, *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
+        start_new_session=True,  # its own process group, as in a terminal
     )
-    checkpoint = plan.checkpoint_dir / "trial-0.pt"
-    _wait_for(lambda: checkpoint.exists())
+    checkpoints = [plan.checkpoint_dir / f"trial-{n}.pt" for n in range(n_trials)]
+    _wait_for(lambda: all(path.exists() for path in checkpoints))
+    return plan, sweep
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
+    plan, sweep = _long_sweep(in_tmp)
     os.killpg(sweep.pid, signal.SIGINT)  # what a terminal sends to the whole process group
     _, stderr = sweep.communicate(timeout=60)
     assert sweep.returncode == 130 and "grokforecast resume" in stderr and "Traceback" not in stderr
@@ -246,6 +272,47 @@ def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert study.trials[1].user_attrs["resumed_from"]["step"] >= plan.spec.budget.probe_steps
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux)."""
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_running_trial_and_says_how_to_resume(in_tmp: Path) -> None:
+    plan, sweep = _long_sweep(in_tmp)
+    sweep.send_signal(signal.SIGTERM)  # what `docker stop` and `timeout` send, to this process only
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 143, stderr
+    assert "stopped by SIGTERM" in stderr and "grokforecast resume" in stderr and "Traceback" not in stderr
+    assert "\r" not in stderr  # no progress bar redrawn into a file
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    resumed, study = _resume(plan)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs["resumed_from"]["step"] > plan.spec.budget.probe_steps
+    assert "trial 1 " in resumed.stderr  # one line per finished trial in a log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_workers_stop_with_their_parent(in_tmp: Path, stop: signal.Signals) -> None:
+    plan, sweep = _long_sweep(in_tmp, 2, "--workers", "2")
+    workers = _children(sweep.pid)
+    sweep.send_signal(stop)  # to the parent only, as `docker stop` or the OOM killer would
+    sweep.communicate(timeout=120)
+    assert sweep.returncode == (143 if stop is signal.SIGTERM else -signal.SIGKILL)
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=90)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]  # none left RUNNING
 
 
 def test_the_sweep_command_runs_two_workers_and_ends_with_a_report(in_tmp: Path) -> None:
@@ -273,6 +340,20 @@ def test_the_sweep_command_reports_bad_input_in_one_line(tmp_path: Path) -> None
         [*GROKFORECAST, "resume", str(bad).replace("study", "none")], capture_output=True, text=True
     )
     assert result.returncode == 2 and "no study file" in result.stderr
+
+
+def test_a_relative_sqlite_path_that_looks_absolute_is_warned_about_and_shown_resolved(in_tmp: Path) -> None:
+    spec = write_study(in_tmp, study_text("where", n_trials=1, threshold=1.0))
+    typo = f"sqlite:///tmp/{uuid.uuid4().hex[:8]}/typo.db"  # three slashes: relative
+    result = subprocess.run(
+        [*GROKFORECAST, "sweep", str(spec), "--storage", typo], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = in_tmp / typo.removeprefix("sqlite:///")
+    assert f"write sqlite:///{typo.removeprefix('sqlite://')} (four slashes)" in result.stderr
+    assert f"storage sqlite:///{resolved}" in result.stdout and resolved.is_file()
+    assert misread_absolute_path(f"sqlite:///{resolved}") is None  # absolute
+    assert misread_absolute_path("sqlite:///runs/study.db") is None  # no /runs here: meant relative
 
 
 def test_two_workers_on_one_study_lose_and_duplicate_nothing(in_tmp: Path, storage_url: str) -> None:

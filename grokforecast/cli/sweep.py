@@ -11,8 +11,6 @@ import click
 if TYPE_CHECKING:
     from grokforecast.sweep.plan import SweepPlan
 
-EXIT_INTERRUPTED = 130
-
 study_file = click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 storage_option = click.option(
     "--storage",
@@ -50,9 +48,12 @@ def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepP
     import optuna
 
     from grokforecast.sweep.plan import SweepPlan
+    from grokforecast.sweep.storage import misread_absolute_path
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = SweepPlan.load(study_file, storage)
+    if warning := misread_absolute_path(plan.storage_url):
+        click.echo(f"warning: {warning}", err=True)
     if n_trials is not None:
         plan = dataclasses.replace(plan, spec=plan.spec.model_copy(update={"n_trials": n_trials}))
     return plan
@@ -60,8 +61,10 @@ def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepP
 
 def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address: str | None) -> None:
     from grokforecast.launch import SweepInterrupted, run_sweep
-    from grokforecast.sweep.storage import display_url
-    from grokforecast.sweep.summary import report_text
+    from grokforecast.sweep.shutdown import exit_status
+    from grokforecast.sweep.storage import absolute_url, display_url
+    from grokforecast.sweep.study import load_study
+    from grokforecast.sweep.summary import report_text, summarize
 
     budget = plan.spec.budget
     if backend == "ray" and workers != 1:
@@ -69,15 +72,20 @@ def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address:
     runner = f"{workers} worker(s)" if backend == "optuna" else "Ray Tune"
     click.echo(
         f"study {plan.spec.name!r}: {plan.spec.n_trials} trials, probe {budget.probe_steps} of "
-        f"{budget.full_steps} steps, {runner}, storage {display_url(plan.storage_url)}"
+        f"{budget.full_steps} steps, {runner}, storage {display_url(absolute_url(plan.storage_url))}"
     )
     try:
         study = run_sweep(plan, workers, resume=resume, backend=backend, ray_address=ray_address)
-    except SweepInterrupted:
+    except SweepInterrupted as stopped:
+        study = load_study(plan)
+        summary = summarize(study, budget.full_steps)
         click.echo(
-            f"interrupted; the study is kept. Continue with: grokforecast resume {plan.spec_path}", err=True
+            f"stopped by {stopped}: {summary.finished} of {plan.spec.n_trials} trials finished, the "
+            f"running ones checkpointed; the study is kept. Continue with: grokforecast resume "
+            f"{plan.spec_path}",
+            err=True,
         )
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        raise SystemExit(exit_status(stopped.signum)) from None
     click.echo(report_text(study, plan.spec.budget.full_steps))
 
 
@@ -135,12 +143,17 @@ def resume(
 def worker(study_file: Path, storage: str | None) -> None:
     """Join a running study (from any host that reaches its storage) until it is done."""
     from grokforecast.backends.optuna.workers import quiet_interrupted_trials, run_worker
+    from grokforecast.sweep.shutdown import StopRequested, exit_status
 
     quiet_interrupted_trials()
     plan = _plan(study_file, storage, None)
     click.echo(f"joining study {plan.spec.name!r}")
     try:
         run_worker(plan)
-    except KeyboardInterrupt:
-        click.echo("interrupted; the running trial is marked failed and will be retried", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as stopped:
+        signum = stopped.signum if isinstance(stopped, StopRequested) else None
+        click.echo(
+            "stopped; the running trial is checkpointed, marked failed, and retried by the next resume",
+            err=True,
+        )
+        raise SystemExit(exit_status(signum)) from None

@@ -48,6 +48,9 @@ class DecisionRecord:
     #: The study model's state when it decided (:meth:`StudyModel.describe`; empty
     #: while the forecaster decides alone).
     study_model: dict[str, float | int] = field(default_factory=dict)
+    #: How the trial's reports were read, when the stopper had to guess (e.g. an accuracy
+    #: reported to a pruner set up for a loss); empty otherwise.
+    note: str = ""
 
     @classmethod
     def without_forecast(cls, decision: Decision, step: int, rule: str) -> DecisionRecord:
@@ -60,6 +63,10 @@ class DecisionRecord:
 
     @property
     def reason(self) -> str:
+        return self._judgement + (f"; {self.note}" if self.note else "")
+
+    @property
+    def _judgement(self) -> str:
         if self.probability is None:
             return f"{self.decision.value} at step {self.step}: {self.rule}"
         features = ", ".join(f"{name} {value:+.2f}" for name, value in self.main_features.items())

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -161,6 +161,10 @@ class Verdict:
     def stops(self) -> bool:
         return self.record.decision is Decision.PRUNE
 
+    def noted(self, note: str) -> Verdict:
+        """This verdict, its record saying how the trial's reports were read."""
+        return Verdict(replace(self.record, note=note), self.probe) if note else self
+
 
 class StoppingPolicy:
     """Judge trials at their probe step (see the module's docstring for the steps).
@@ -260,10 +264,13 @@ class StoppingPolicy:
         if not self._warned_unreadable:
             self._warned_unreadable = True
             logger.warning(
-                "cannot forecast trial %s at step %s (%s); it is kept without a forecast. Report the "
-                "series more often before the probe step, or raise probe_step (warned once)",
+                "cannot forecast trial %s at step %s from its %s (%s); it is kept without a forecast. "
+                "If the trial reports another series, name it: series='val_acc' for accuracy, "
+                "'val_loss' for validation loss; if it reports too rarely, report more often before "
+                "the probe step or raise probe_step (warned once)",
                 trial,
                 step,
+                self.settings.series,
                 error,
             )
         return DecisionRecord.without_forecast(Decision.KEEP, int(step), f"no forecast ({error})")

@@ -50,11 +50,16 @@ PRETRAINED_INPUTS.update(
 def pretrained_inputs_for(history: HistoryLike, fallback: str) -> str:
     """The richest shipped calibration ``history`` can feed.
 
-    Every curve the trainer records selects ``"full"``; anything less, the calibration of
-    the one series ``fallback``; either with ``"+hyperparameters"`` when the history has
-    the run's hyperparameters.
+    Every curve the trainer records selects ``"full"``; a history of one of the
+    :data:`~grokforecast.vocabulary.SERIES`, that series' calibration; anything else,
+    the calibration of ``fallback``; either with ``"+hyperparameters"`` when the history
+    has the run's hyperparameters.
     """
-    curves = "full" if all(group in history for group in CURVE_GROUPS) else fallback
+    reported = [group for group in CURVE_GROUPS if group in history]
+    if len(reported) == len(CURVE_GROUPS):
+        curves = "full"
+    else:
+        curves = reported[0] if len(reported) == 1 and reported[0] in SERIES else fallback
     return f"{curves}+hyperparameters" if "hyperparameters" in history else curves
 
 

@@ -15,6 +15,8 @@
 5. end at ``full_steps``, when validation accuracy has held the grok threshold for
    ``hold_steps`` (the rest of the budget is compute saved), when the stopper prunes it,
    or when its loss diverges (an outcome, recorded as pruned, not a crash to retry);
+   asked to stop (Ctrl-C, SIGTERM: :mod:`grokforecast.sweep.shutdown`), it checkpoints at
+   the end of the segment and raises there, to be resumed from that checkpoint;
 6. record the outcome (:data:`~grokforecast.vocabulary.OUTCOME_KEYS`) and the dense
    curves in the study database, which are also written at the probe, at every
    checkpoint and, where the backend asks, every ``flush_every`` steps.
@@ -34,6 +36,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from grokforecast.errors import CheckpointError
+from grokforecast.sweep import shutdown
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import delete_curves, write_curve_segment
 from grokforecast.training import RunStatus, Trainer
@@ -153,6 +156,7 @@ class TrialLifecycle:
 
     def run(self) -> float:
         budget, config, host = self.plan.spec.budget, self.config, self.host
+        shutdown.raise_if_requested()  # asked to stop between trials: start none
         trainer, resumed_from = self._start()
         flusher = CurveFlusher(self.engine, self.plan.spec.name, self.trial_number)
         ending = {RESUMED_FROM_ATTR: resumed_from}
@@ -173,12 +177,14 @@ class TrialLifecycle:
             if trainer.step >= config.steps:
                 return self._end(trainer, flusher, since, "budget", ending)
             at_probe = since < budget.probe_steps <= trainer.step
-            checkpoint = at_probe or trainer.step >= next_checkpoint
+            stopping = shutdown.requested() is not None
+            checkpoint = at_probe or stopping or trainer.step >= next_checkpoint
             due = host.flush_every is not None and trainer.step - flusher.flushed_to >= host.flush_every
             if at_probe or checkpoint or due:
                 flusher.flush(trainer)
             if host.report(trainer, since, at_probe, checkpoint):
                 return self._end(trainer, flusher, trainer.step, "pruned", ending)
+            shutdown.raise_if_requested()
             if checkpoint:
                 next_checkpoint = _next_multiple(trainer.step, budget.checkpoint_every)
             held = held_threshold_since(trainer)

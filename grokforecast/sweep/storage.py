@@ -66,6 +66,29 @@ def absolute_url(url: str) -> str:
     return parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(hide_password=False)
 
 
+def misread_absolute_path(url: str) -> str | None:
+    """A warning when a relative SQLite path looks as if an absolute one was meant.
+
+    ``sqlite:///tmp/x.db`` (three slashes) is ``tmp/x.db`` under the current directory;
+    when that directory does not exist here but ``/tmp`` does, the user almost surely
+    meant ``sqlite:////tmp/x.db``. None when the URL is not such a path.
+    """
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or Path(database).is_absolute():
+        return None
+    top = Path(database).parts[0]
+    if len(Path(database).parts) < 2 or Path(top).exists() or not (Path("/") / top).is_dir():
+        return None
+    return (
+        f"storage {url} is relative to this directory ({Path(database).resolve()}); "
+        f"for /{database} write sqlite:////{database} (four slashes)"
+    )
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,

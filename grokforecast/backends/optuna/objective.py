@@ -2,11 +2,10 @@
 
 :class:`TrialRun` is what every worker's ``study.optimize`` calls. The life of the trial
 is :class:`~grokforecast.sweep.lifecycle.TrialLifecycle`'s, shared with the Ray backend;
-this module only says what Optuna does at its turns: the training loss is reported every
-``report_every`` steps (or, under Optuna's MedianPruner, every validation accuracy), the
-pruner is asked at the probe step (reading every curve straight from the trainer), a
-retried trial continues from the checkpoint of the trial it retries, and the outcome
-lands in the trial's user attributes.
+this module only says what Optuna does at its turns: the objective's series is reported
+(:mod:`grokforecast.sweep.reporting`), the pruner is asked at the probe step (reading
+every curve straight from the trainer), a retried trial continues from the checkpoint of
+the trial it retries, and the outcome lands in the trial's user attributes.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from grokforecast.core.decision import Decision, DecisionRecord
 from grokforecast.history import History, hyperparameters_from
 from grokforecast.sweep.lifecycle import TrialLifecycle
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.reporting import objective_series, reported_points
 from grokforecast.sweep.study import suggest
 from grokforecast.training import Trainer
 from grokforecast.vocabulary import DECISION_ATTR, RESUMED_FROM_ATTR, STOPPED_ATTR
@@ -100,7 +100,7 @@ class OptunaTrialHost:
         register_history_source(self.trial, self._source)
 
     def report(self, trainer: Trainer, since: int, at_probe: bool, checkpoint: bool) -> bool:
-        self._catch_up(trainer, last=at_probe)
+        self._catch_up(trainer)
         if (at_probe or (self.median and trainer.step > self.run.plan.spec.budget.probe_steps)) and (
             self.trial.should_prune()
         ):
@@ -111,6 +111,7 @@ class OptunaTrialHost:
         return False
 
     def end(self, trainer: Trainer, since: int, ending: dict[str, Any]) -> float:
+        self._catch_up(trainer, last=True)
         for key, value in ending.items():
             if value is not None or key != RESUMED_FROM_ATTR:
                 self.trial.set_user_attr(key, value)
@@ -128,19 +129,16 @@ class OptunaTrialHost:
         # Every objective a study file may name is one of the recorded outcomes.
         return float(ending[self.run.plan.spec.objective])
 
-    def _catch_up(self, trainer: Trainer, last: bool) -> None:
-        """Report what Optuna has not seen: every ``report_every``-th training loss (and the
-        last one at the probe), or under the MedianPruner every validation accuracy."""
-        curves = trainer.curves
-        if self.median:
-            for step, value in zip(
-                curves.eval_steps[self._reported :], curves.val_acc[self._reported :], strict=True
-            ):
-                self.trial.report(float(value), int(step))
-            self._reported = len(curves.eval_steps)
-            return
-        every, losses = self.run.plan.spec.budget.report_every, curves.train_loss
-        for step in range(self._reported, len(losses)):
-            if step % every == 0 or (last and step == len(losses) - 1):
-                self.trial.report(float(losses[step]), step)
-        self._reported = len(losses)
+    def _catch_up(self, trainer: Trainer, last: bool = False) -> None:
+        """Report the evaluations Optuna has not seen, in the objective's units
+        (:mod:`grokforecast.sweep.reporting`; the newest too when ``last``), under the
+        MedianPruner every one (it compares trials evaluation by evaluation)."""
+        curves, spec = trainer.curves, self.run.plan.spec
+        every = 1 if self.median else spec.budget.report_every
+        values = getattr(curves, objective_series(spec.objective))
+        points = reported_points(
+            curves.eval_steps, values, self._reported, every, spec.budget.probe_steps, last
+        )
+        for step, value in points:
+            self.trial.report(value, step)
+        self._reported = len(curves.eval_steps)

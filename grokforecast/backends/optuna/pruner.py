@@ -14,7 +14,7 @@ from grokforecast.core.decision import Decision, DecisionRecord
 from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext, Verdict
 from grokforecast.errors import ConfigError
 from grokforecast.forecast.forecaster import GrokForecaster
-from grokforecast.history import History, hyperparameters_from
+from grokforecast.history import History, hyperparameters_from, looks_like_accuracy
 from grokforecast.sweep.outcomes import grok_label, probed_outcomes, probed_probabilities
 from grokforecast.vocabulary import (
     DECIDED_ATTR,
@@ -36,7 +36,10 @@ class HjorthPruner(BasePruner):
     :class:`~grokforecast.Monitor`, or ``series="val_acc"``) has already reached
     ``grok_threshold`` by the probe has grokked and is kept whatever the forecast. A NaN
     or infinite value prunes the trial at once, before the probe too (it diverged); a
-    history the forecaster cannot read keeps it, with the reason in its decision. Every
+    history the forecaster cannot read keeps it, with the reason in its decision and one
+    warning naming the fix. Values that read as an accuracy (all in [0, 1], rising, in a
+    maximizing study) reported to a pruner set for a loss are read as ``"val_acc"``, and
+    the decision says so. Every
     decision is stored as the trial's ``grokforecast_decision`` user attribute. The rule
     is :class:`~grokforecast.core.policy.StoppingPolicy`, the same as the Ray backend's.
 
@@ -148,6 +151,7 @@ class HjorthPruner(BasePruner):
         self.policy = StoppingPolicy(settings, forecaster)
         self.grok_value = grok_threshold if grok_value is None else grok_value
         self.hyperparameters = dict(hyperparameters) if hyperparameters is not None else None
+        self._warned_series = False
         if self.hyperparameters is not None and set(self.hyperparameters) != set(HYPERPARAMETERS):
             raise ConfigError(
                 f"hyperparameters must map exactly {list(HYPERPARAMETERS)} to the trial's "
@@ -167,24 +171,47 @@ class HjorthPruner(BasePruner):
             return earlier == Decision.PRUNE.value
         source = active_history_source(study.study_name, trial.number)
         if not math.isfinite(trial.intermediate_values[last_step]):
-            history = self._history(trial, source, last_step)
+            history = self._history(trial, source, last_step, self.settings.series)
             record = self.policy.diverged(history) or DecisionRecord.diverged(self.settings.series, last_step)
             return self._store(study, trial, Verdict(record, None))
         newest = source.newest_step if source is not None else None
         step = last_step if newest is None else max(last_step, newest)
         if not self.policy.is_due(step):
             return False
-        history = self._history(trial, source, step)
+        series, note = self._reported_series(study, trial, source)
+        history = self._history(trial, source, step, series)
         verdict = self.policy.decide(history, trial.number, self._context(study, trial), step)
-        return self._store(study, trial, verdict)
+        return self._store(study, trial, verdict.noted(note))
 
-    def _history(self, trial: FrozenTrial, source: HistorySource | None, step: int) -> History:
-        """The Monitor's (or the sweep trainer's) curves, else the intermediate values,
-        with the trial's hyperparameters when it has them all."""
+    def _reported_series(
+        self, study: optuna.Study, trial: FrozenTrial, source: HistorySource | None
+    ) -> tuple[str, str]:
+        """What the intermediate values are: ``series``, or ``"val_acc"`` when a loss was
+        expected but they read as an accuracy in a maximizing study (with a note saying so)."""
+        series = self.settings.series
+        if (
+            source is not None
+            or series == "val_acc"
+            or study.directions != [optuna.study.StudyDirection.MAXIMIZE]
+            or not looks_like_accuracy(trial.intermediate_values)
+        ):
+            return series, ""
+        note = (
+            f"the reported values were read as val_acc, not {series}: they lie in [0, 1], rise, "
+            "and the study maximizes; pass series='val_acc' to say so"
+        )
+        if not self._warned_series:
+            self._warned_series = True
+            logger.warning("HjorthPruner: %s (warned once)", note)
+        return "val_acc", note
+
+    def _history(self, trial: FrozenTrial, source: HistorySource | None, step: int, series: str) -> History:
+        """The Monitor's (or the sweep trainer's) curves, else the intermediate values read
+        as ``series``, with the trial's hyperparameters when it has them all."""
         if source is not None:
             history = source.history(until=step)
         else:
-            history = History.from_intermediate_values(trial.intermediate_values, self.settings.series, step)
+            history = History.from_intermediate_values(trial.intermediate_values, series, step)
         if history.hyperparameters is None:
             history = history.with_hyperparameters(hyperparameters_from(trial.params, self.hyperparameters))
         return history

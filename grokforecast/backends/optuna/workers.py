@@ -23,6 +23,7 @@ from grokforecast.backends.optuna.objective import TrialRun
 from grokforecast.backends.optuna.pruner import HjorthPruner
 from grokforecast.errors import GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.shutdown import graceful_stop, stop_with_parent
 from grokforecast.sweep.spec import StudySpec
 from grokforecast.sweep.study import FINISHED, finished_trials, load_study
 
@@ -82,11 +83,12 @@ def run_worker(
     target = n_trials or plan.spec.n_trials
     if finished_trials(study) >= target:
         return
-    study.optimize(
-        TrialRun(plan, storage.engine),
-        callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)],
-        gc_after_trial=False,
-    )
+    with graceful_stop():
+        study.optimize(
+            TrialRun(plan, storage.engine),
+            callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)],
+            gc_after_trial=False,
+        )
 
 
 def _drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
@@ -104,7 +106,8 @@ def quiet_interrupted_trials() -> None:
     logging.getLogger("optuna.study._optimize").addFilter(_drop_interrupt_tracebacks)
 
 
-def _worker_main(plan: SweepPlan, worker_index: int, threads: int, n_trials: int) -> None:
+def _worker_main(plan: SweepPlan, worker_index: int, threads: int, n_trials: int, parent_pid: int) -> None:
+    stop_with_parent(parent_pid)
     quiet_interrupted_trials()
     try:
         run_worker(plan, worker_index, threads, n_trials)
@@ -122,7 +125,7 @@ def start_workers(plan: SweepPlan, n_workers: int) -> list[multiprocessing.Proce
     processes = [
         context.Process(
             target=_worker_main,
-            args=(plan, index, threads, plan.spec.n_trials),
+            args=(plan, index, threads, plan.spec.n_trials, os.getpid()),
             name=f"grokforecast-worker-{index}",
         )
         for index in range(n_workers)

@@ -23,11 +23,11 @@ from grokforecast.backends.ray.scheduler import GrokForecastScheduler
 from grokforecast.backends.ray.state import SavesStateToFile
 from grokforecast.core.decision import Decision, DecisionRecord
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.reporting import is_reported, objective_series
 from grokforecast.sweep.storage import open_storage
 from grokforecast.sweep.study import load_study, suggest
 from grokforecast.vocabulary import (
     DECISION_ATTR,
-    INTERVAL_SUFFIX,
     OUTCOME_KEYS,
     PROBE_ATTR,
     RESUMED_FROM_ATTR,
@@ -50,6 +50,7 @@ class StudySearcher(SavesStateToFile, Searcher):
         self.plan = plan
         self.scheduler = scheduler
         self._numbers: dict[str, int] = {}
+        self._last_steps: dict[str, int] = {}  # of each trial's latest result
         self._study: optuna.Study | None = None
 
     @property
@@ -68,26 +69,36 @@ class StudySearcher(SavesStateToFile, Searcher):
         return {**params, TRIAL_NUMBER: trial.number}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        """Report every ``report_every``-th training loss to Optuna, as the Optuna path does."""
-        number, step = self._numbers.get(trial_id), result.get("step")
-        losses = result.get("train_loss" + INTERVAL_SUFFIX)
-        if number is None or step is None or not losses:
-            return
-        every, first = self.plan.spec.budget.report_every, step - len(losses)
-        for offset, loss in enumerate(losses):
-            if (first + offset) % every == 0:
-                self.study._storage.set_trial_intermediate_value(
-                    self._storage_id(number), first + offset, loss
-                )
+        """Report the objective's series to Optuna at its stride, as the Optuna path does
+        (:mod:`grokforecast.sweep.reporting`)."""
+        budget = self.plan.spec.budget
+        step = result.get("step")
+        if step is not None and is_reported(
+            step, self._last_steps.get(trial_id), budget.report_every, budget.probe_steps
+        ):
+            self._report(trial_id, result)
+        self._last_steps[trial_id] = step
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         number = self._numbers.get(trial_id)
         if number is None:
             return
+        if result and not error:
+            self._report(trial_id, result)  # the run's last value, as the Optuna path reports it
         if self.scheduler is not None and (probe := self.scheduler.probe(trial_id)) is not None:
             self.study._storage.set_trial_system_attr(self._storage_id(number), PROBE_ATTR, probe.to_dict())
         decision = self.scheduler.decision(trial_id) if self.scheduler else None
         settle(self.study, number, result, decision, self.plan.spec.objective, error)
+
+    def _report(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """Tell Optuna the objective's series at the result's step (of a running trial)."""
+        number, step = self._numbers.get(trial_id), result.get("step")
+        value = result.get(objective_series(self.plan.spec.objective))
+        if number is None or step is None or value is None:
+            return
+        trial_id_in_storage = self._storage_id(number)
+        if not self.study._storage.get_trial(trial_id_in_storage).state.is_finished():
+            self.study._storage.set_trial_intermediate_value(trial_id_in_storage, step, value)
 
     # -- state -------------------------------------------------------------------------
 
@@ -95,10 +106,11 @@ class StudySearcher(SavesStateToFile, Searcher):
         return self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
 
     def get_state(self) -> dict[str, Any]:
-        return {"numbers": dict(self._numbers)}
+        return {"numbers": dict(self._numbers), "last_steps": dict(self._last_steps)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._numbers = dict(state["numbers"])
+        self._last_steps = dict(state.get("last_steps", {}))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_study": None}  # reconnects to the storage on demand

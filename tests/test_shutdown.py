@@ -1,0 +1,42 @@
+"""A stop signal is recorded, raised between training segments, and the handlers restored."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from grokforecast.sweep.shutdown import (
+    StopRequested,
+    exit_status,
+    graceful_stop,
+    raise_if_requested,
+    requested,
+)
+
+
+def test_the_first_signal_is_recorded_and_raised_where_asked() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with graceful_stop():
+        raise_if_requested()  # nothing yet
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert requested() is signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM changes nothing
+        with pytest.raises(StopRequested) as stopped:
+            raise_if_requested()
+    assert stopped.value.signum is signal.SIGTERM and isinstance(stopped.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is before and requested() is None
+
+
+def test_a_second_ctrl_c_interrupts_at_once() -> None:
+    with graceful_stop(), graceful_stop():  # nested, as a worker within a sweep
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requested() is signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_exit_status_follows_the_shell_convention() -> None:
+    assert (exit_status(signal.SIGINT), exit_status(signal.SIGTERM), exit_status(None)) == (130, 143, 130)
