@@ -72,6 +72,20 @@ def test_a_bad_study_file_is_one_line_naming_file_and_key(
     assert "study.toml" in str(error.value) and "\n" not in str(error.value)
 
 
+def test_every_problem_of_a_study_file_is_named_at_once_with_the_key_a_typo_meant(tmp_path: Path) -> None:
+    text = study_text("typos").replace("probe_steps", "probe_stepz").replace("hold_steps", "hold_step")
+    text = text.replace("threshold = 0.5", "threshold = 0.5\nzzz = 1")
+    text = text.replace("n_trials = 3", 'n_trials = "3x"')
+    with pytest.raises(ConfigError) as error:
+        load_study_spec(write_study(tmp_path, text))
+    message = str(error.value)
+    assert "budget.probe_stepz: unknown key; did you mean probe_steps?" in message
+    assert "budget.hold_step: unknown key; did you mean hold_steps?" in message
+    assert "pruner.zzz: unknown key; valid keys here: enabled, kind" in message
+    assert "n_trials: Input should be a valid integer" in message
+    assert "Field required" not in message and "\n" not in message
+
+
 def test_the_shipped_study_files_are_valid() -> None:
     studies = sorted(Path(__file__).parents[1].joinpath("studies").glob("*.toml"))
     assert len(studies) >= 4

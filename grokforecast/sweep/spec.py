@@ -33,6 +33,7 @@ A study file is TOML, validated by pydantic; any mistake (an unknown key, a wron
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from dataclasses import fields
@@ -270,16 +271,50 @@ def parse_study_text(text: str, source: str) -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_first_problem(error)}") from None
+        raise ConfigError(f"{source}: {'; '.join(_problems(error))}") from None
 
 
-def _first_problem(error: ValidationError) -> str:
-    problem = error.errors()[0]
-    location = ".".join(str(part) for part in problem["loc"] if not _is_union_branch(part))
-    message = problem["msg"].removeprefix("Value error, ")
-    if problem["type"] == "extra_forbidden":
-        message = "unknown key; check its spelling against the study file reference"
-    return f"{location}: {message}" if location else message
+def _problems(error: ValidationError) -> list[str]:
+    """Every problem of a study file, one phrase each; a misspelled key is named with the
+    key it resembles (and that key is then not also reported missing)."""
+    problems = error.errors()
+    unknown = [p["loc"] for p in problems if p["type"] == "extra_forbidden"]
+    suggestions = {loc: _closest_key(loc) for loc in unknown}
+    meant = {(*loc[:-1], suggestion) for loc, suggestion in suggestions.items() if suggestion}
+    phrases = []
+    for problem in problems:
+        loc = problem["loc"]
+        if problem["type"] == "missing" and tuple(loc) in meant:
+            continue
+        location = ".".join(str(part) for part in loc if not _is_union_branch(part))
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            suggestion = suggestions[loc]
+            message = (
+                f"unknown key; did you mean {suggestion}?"
+                if suggestion
+                else (f"unknown key; valid keys here: {', '.join(_keys_at(loc[:-1]))}")
+            )
+        phrases.append(f"{location}: {message}" if location else message)
+    return phrases
+
+
+def _keys_at(location: tuple[Any, ...]) -> list[str]:
+    """The keys a study file may have in the table at ``location`` (top level: ``()``)."""
+    model: type[BaseModel] = StudySpec
+    for part in location:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _closest_key(location: tuple[Any, ...]) -> str | None:
+    """The valid key most like the unknown one at ``location``, if any is close."""
+    matches = difflib.get_close_matches(str(location[-1]), _keys_at(location[:-1]), n=1, cutoff=0.7)
+    return matches[0] if matches else None
 
 
 def _is_union_branch(part: Any) -> bool:
