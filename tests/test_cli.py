@@ -87,3 +87,22 @@ def test_bench_trainer_reports_three_loops_and_both_overheads_with_their_interva
     assert all(row[-2:] == ["page", "faults/step"] and float(row[-3]) >= 0 for row in rows)
     # 15 steps are rounded up to whole evaluation intervals of 10
     assert result.stdout.count("median of 3 rounds of 20 steps; 95 % interval") == 2
+
+
+def test_help_loads_neither_torch_nor_ray_nor_optuna() -> None:
+    """``--help`` and shell completion answer at once: the heavy libraries load when a
+    command runs, not when the command line is parsed."""
+    code = """
+import sys
+from grokforecast.cli import main
+for args in (["--help"], *([name, "--help"] for name in main.commands)):
+    try:
+        main(args, prog_name="grokforecast")
+    except SystemExit:
+        pass
+print(sorted(m for m in ("torch", "ray", "optuna", "sqlalchemy", "plotly") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: grokforecast [OPTIONS] COMMAND" in result.stdout and "sweep" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -406,7 +407,15 @@ def test_status_studies_export_and_optuna_dashboard_read_the_study(in_tmp: Path)
     listed = subprocess.run(
         [*GROKFORECAST, "studies", "--storage", plan.storage_url], capture_output=True, text=True
     )
-    assert plan.spec.name in listed.stdout
+    assert re.search(
+        rf"{plan.spec.name}  2 trials  maximize  started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d$",
+        listed.stdout.strip(),
+    )
+    typo = in_tmp / "raed.db"
+    mistyped = subprocess.run(
+        [*GROKFORECAST, "studies", "--storage", f"sqlite:///{typo}"], capture_output=True, text=True
+    )
+    assert mistyped.returncode == 2 and "no study database" in mistyped.stderr and not typo.exists()
     exported = subprocess.run(
         [*GROKFORECAST, "export", plan.spec.name, "--storage", plan.storage_url, "-o", str(in_tmp / "out")],
         capture_output=True,

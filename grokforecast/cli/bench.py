@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import torch
 
 from grokforecast.cli.options import train_config_from_cli, train_config_options
 
@@ -48,10 +47,7 @@ def trainer_throughput(timed_steps: int, rounds: int, **settings) -> None:
 
     config = train_config_from_cli(settings)
     result = measure_throughput(config, timed_steps, rounds)
-    click.echo(
-        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}"
-    )
+    click.echo(_machine())
     click.echo(
         f"workload {config.workload} {config.workload_options or ''} batch "
         f"{config.batch_size or 'full'}, grokfast {config.grokfast}, eval_every {config.eval_every}"
@@ -153,9 +149,7 @@ def sweep_overhead(study_file: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="grokforecast-bench-") as workdir:
         result = measure_orchestration(study_file, Path(workdir))
-    click.echo(
-        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    )
+    click.echo(_machine())
     click.echo(f"{result.trials} trials, {result.steps:,} steps trained")
     click.echo(f"sweep       {result.sweep_seconds:7.1f} s")
     click.echo(f"bare loop   {result.bare_seconds:7.1f} s")
@@ -175,7 +169,7 @@ def backends(study_file: Path) -> None:
     for backend in ("optuna", "ray"):
         with tempfile.TemporaryDirectory(prefix=f"grokforecast-bench-{backend}-") as workdir:
             runs.append(run_backend(study_file, Path(workdir), backend))
-    click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    click.echo(_machine())
     _runs_table(runs, "backend")
     click.echo(f"Ray local runtime start-up: {startup:.1f} s (part of the Ray wall time)")
 
@@ -192,8 +186,18 @@ def pruners(study_file: Path) -> None:
     for name in PRUNERS:
         with tempfile.TemporaryDirectory(prefix="grokforecast-bench-pruners-") as workdir:
             runs.append(run_pruner(study_file, Path(workdir), name))
-    click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    click.echo(_machine())
     _runs_table(runs, "pruner")
+
+
+def _machine() -> str:
+    """The line every benchmark starts with: what it ran on."""
+    import torch
+
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}"
+    )
 
 
 def _runs_table(runs: list[BackendRun], label: str) -> None:

@@ -6,10 +6,6 @@ import os
 from pathlib import Path
 
 import click
-from tqdm import tqdm
-
-from grokforecast.corpus.build import build, plan
-from grokforecast.corpus.grid import load_grid
 
 
 @click.command()
@@ -32,6 +28,11 @@ def corpus(grid_file: Path, out_dir: Path | None, workers: int) -> None:
 
     Finished cells are skipped, so an interrupted build continues where it stopped.
     """
+    from tqdm import tqdm
+
+    from grokforecast.corpus.build import build, plan
+    from grokforecast.corpus.grid import load_grid
+
     grid = load_grid(grid_file)
     out_dir = out_dir or Path("runs") / "corpus" / grid.name
     todo = plan(grid, out_dir)

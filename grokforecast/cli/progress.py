@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from grokforecast.training import Trainer
+if TYPE_CHECKING:
+    from grokforecast.training import Trainer
 
 
 class TrainProgress:

@@ -71,14 +71,14 @@ def studies(storage: str) -> None:
 
     from grokforecast.sweep.storage import open_storage
 
-    summaries = optuna.get_all_study_summaries(open_storage(storage), include_best_trial=False)
+    rdb = open_storage(storage, read_only=True)  # a mistyped path names itself, creates nothing
+    summaries = optuna.get_all_study_summaries(rdb, include_best_trial=False)
     if not summaries:
         click.echo("no studies")
     for summary in summaries:
         direction = summary.direction.name.lower()
-        click.echo(
-            f"{summary.study_name}  {summary.n_trials} trials  {direction}  started {summary.datetime_start}"
-        )
+        started = f"{summary.datetime_start:%Y-%m-%d %H:%M:%S}" if summary.datetime_start else "-"
+        click.echo(f"{summary.study_name}  {summary.n_trials} trials  {direction}  started {started}")
 
 
 @click.command()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from grokforecast.cli.options import train_config_from_cli, train_config_options
-from grokforecast.cli.progress import TrainProgress
-from grokforecast.records import RunRecord, write_record
-from grokforecast.training import RunStatus, Trainer
+
+if TYPE_CHECKING:
+    from grokforecast.training import Trainer
 
 
 @click.command()
@@ -33,6 +34,10 @@ def train(curves_path: Path | None, checkpoint_path: Path | None, **settings) ->
     With --checkpoint a short run can be extended later: run with --steps 300, then the
     same command with --steps 3000 continues from step 300.
     """
+    from grokforecast.cli.progress import TrainProgress
+    from grokforecast.records import RunRecord, write_record
+    from grokforecast.training import RunStatus, Trainer
+
     config = train_config_from_cli(settings)
     if checkpoint_path is not None and checkpoint_path.exists():
         trainer = Trainer.resume(checkpoint_path, config)
