@@ -197,12 +197,15 @@ def loss_signature(
     log: bool = True,
     method: DetrendMethod = "moving_average",
     window: int = 25,
-    band: tuple[float, float] = (0.04, 0.5),
+    band: tuple[float, float] | None = None,
 ) -> Signature:
     """Hjorth parameters and band energy of ``loss`` with its trend removed.
 
-    ``band`` defaults to faster than one cycle per 25 steps, the moving average's cut-off.
-    A loss must be positive to take its log.
+    ``band`` defaults to faster than one cycle per ``window`` samples, the moving
+    average's cut-off (0.04 for the default window of 25). Tied to the window, it stays
+    a part of the residual on a short history too: with a fixed 0.04, a history of fewer
+    than 25 samples has no frequency below the band, and the band energy equalled the
+    activity exactly. A loss must be positive to take its log.
     """
     values = check_signal(loss, "loss")
     if log:
@@ -217,6 +220,7 @@ def loss_signature(
             _, values = resample_uniform(steps, values)
     residual = detrend(values, method, window=window)
     parameters = hjorth(residual)
+    low, high = band if band is not None else (1.0 / window, 0.5)
     return Signature(
-        parameters.activity, parameters.mobility, parameters.complexity, band_energy(residual, *band)
+        parameters.activity, parameters.mobility, parameters.complexity, band_energy(residual, low, high)
     )

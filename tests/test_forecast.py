@@ -170,3 +170,14 @@ def test_held_out_cell_scores_are_the_mean_over_repeated_splits() -> None:
         assert score.auc_range == (min(one.auc, other.auc), max(one.auc, other.auc))
         if score.protocol == "family":  # one split only: every repeat is the same
             assert one.auc == other.auc
+
+
+@pytest.mark.parametrize("every", [1, 10])
+def test_the_band_energy_is_a_part_of_the_activity_however_sparse_the_reports(every: int) -> None:
+    """A loss reported every 10 steps up to step 150 is 16 points: its band energy must
+    still measure the fast part of the residual, not repeat the activity."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(0, 151, every)
+    loss = np.exp(-steps / 50) * (1 + 0.05 * rng.normal(size=len(steps))) + 1e-3
+    features = extract_features({"train_loss": loss, "train_loss_steps": steps}, ("train_loss",))
+    assert features["log_band_energy"] < features["log_activity"] - 0.01

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
+from grokforecast.spectral import check_signal, loss_signature
 from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
 
 #: What the forecaster reads: a :class:`~grokforecast.history.History`, or any mapping of
@@ -93,9 +93,17 @@ def _tail_mean(values: np.ndarray, fraction: float = 0.1) -> float:
     return float(values[-max(1, int(len(values) * fraction)) :].mean())
 
 
+def detrend_window(n_points: int) -> int:
+    """The moving-average window for a loss of ``n_points``: 25, or half the history when
+    it is shorter than 50 points, so that the detrended residual stays longer than the
+    window and its spectrum resolves the band below the window's cut-off (otherwise the
+    band energy is the whole residual, equal to the activity)."""
+    return max(3, min(25, n_points // 2))
+
+
 def _train_loss_features(history: HistoryLike) -> dict[str, float]:
     steps, loss = series(history, "train_loss")
-    signature = loss_signature(loss, steps, window=max(2, min(25, len(loss) - MIN_LENGTH + 1)))
+    signature = loss_signature(loss, steps, window=detrend_window(len(loss)))
     log_loss = np.log(np.maximum(loss, _TINY))
     return {
         "log_activity": float(np.log10(signature.activity + _TINY)),
