@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import uuid
@@ -22,6 +23,7 @@ from grokforecast.sweep.storage import open_storage, read_curves
 from grokforecast.sweep.study import create_study
 from grokforecast.viz import figures
 from grokforecast.viz.dashboard import create_app
+from grokforecast.viz.optuna_dashboard_export import FRAME_HEIGHT
 from grokforecast.viz.study_data import (
     StudyView,
     TrialView,
@@ -273,10 +275,16 @@ def test_to_optuna_dashboard_saves_the_figures_and_a_note_per_pruned_trial(swept
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert "5 figures and 3 pruning notes" in done.stdout
+    assert "7 figures and 3 pruning notes" in done.stdout
     study = optuna.load_study(study_name=NAME, storage=swept.storage_url)
     saved = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
-    assert set(saved) == {f"grokforecast-{name}" for name in FIGURE_IDS}
+    bands = [f"heatmaps-{band}" for band in (1, 2, 3)]  # one per data fraction: each fits the frame
+    assert set(saved) == {f"grokforecast-{name}" for name in [*FIGURE_IDS[1:], *bands]}
+    for figure_id, graph in saved.items():
+        layout = json.loads(graph)["layout"]
+        assert layout["height"] <= FRAME_HEIGHT, figure_id  # optuna-dashboard cuts what is taller
+        if figure_id.startswith("grokforecast-heatmaps"):
+            assert layout["xaxis"].get("exponentformat") == "power" or "ticktext" in layout["xaxis"]
     for trial in study.trials:
         note = get_note(optuna.Trial(study, trial._trial_id))
         if trial.state is TrialState.PRUNED:
@@ -339,3 +347,10 @@ def test_the_dashboard_benchmark_writes_a_study_the_dashboard_reads(tmp_path: Pa
     assert sum(len(s) for by_series in stored.values() for s, _ in by_series.values()) == points
     page_seconds, api_seconds, size = time_study_page(url, "large", repeats=1)
     assert len(page_seconds) == len(api_seconds) == 1 and size > 10_000
+
+
+def test_log_axes_read_as_powers_of_ten_or_written_out_steps() -> None:
+    assert figures.log_ticks([1e-3, 3e-2]) == {"dtick": 1, "exponentformat": "power"}
+    short = figures.log_ticks([120.0, 400.0])  # less than a decade: 1-2-5 steps, written out
+    assert short["tickvals"] == [100.0, 200.0, 500.0] and short["ticktext"] == ["1e2", "2e2", "5e2"]
+    assert figures.log_ticks([0.0, float("nan")]) == {}

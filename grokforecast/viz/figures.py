@@ -45,13 +45,18 @@ def empty(title: str, message: str) -> go.Figure:
 # -- heat maps --------------------------------------------------------------------------
 
 
-def heatmaps(view: StudyView) -> go.Figure:
-    """Final validation accuracy, P(grok) and early activity over lr x weight decay."""
+def heatmaps(view: StudyView, band: int | None = None) -> go.Figure:
+    """Final validation accuracy, P(grok) and early activity over lr x weight decay, one
+    row per data-fraction band (only row ``band``, counted from 0, when given: figures
+    shown in a fixed-height frame, as optuna-dashboard's, take one band each)."""
     title = "Learning rate x weight decay, by data fraction"
-    trials = [t for t in view.finished() if LR in t.params and WEIGHT_DECAY in t.params]
+    trials = _heatmap_trials(view)
     if not trials:
         return empty(title, "no finished trial with both lr and weight_decay in its parameters yet")
     bands = _fraction_bands(trials)
+    if band is not None:
+        title = f"Learning rate x weight decay, {bands[band][0]}"
+        bands = bands[band : band + 1]
     panels = (
         ("final val acc", lambda t: t.final_val_acc, "Viridis", (0.0, 1.0)),
         ("P(grok) at the probe", lambda t: t.probability, "RdYlGn", (0.0, 1.0)),
@@ -60,13 +65,14 @@ def heatmaps(view: StudyView) -> go.Figure:
     figure = make_subplots(
         rows=len(bands),
         cols=len(panels),
-        subplot_titles=[f"{name}, {label}" for label, _ in bands for name, *_ in panels],
+        subplot_titles=[name for name, *_ in panels],  # over the first row; bands name the rows
         horizontal_spacing=0.1,
         vertical_spacing=0.12 if len(bands) > 1 else 0.1,
     )
-    lr_edges = _log_edges([t.params[LR] for t in trials])
-    wd_edges = _log_edges([t.params[WEIGHT_DECAY] for t in trials])
-    for row, (_, members) in enumerate(bands, start=1):
+    lrs = [t.params[LR] for t in trials]
+    wds = [t.params[WEIGHT_DECAY] for t in trials]
+    lr_edges, wd_edges = _log_edges(lrs), _log_edges(wds)
+    for row, (label, members) in enumerate(bands, start=1):
         for col, (name, value_of, scale, limits) in enumerate(panels, start=1):
             grid = _binned_mean(members, value_of, lr_edges, wd_edges)
             domain = figure.get_subplot(row, col)
@@ -107,12 +113,52 @@ def heatmaps(view: StudyView) -> go.Figure:
                 row=row,
                 col=col,
             )
-    figure.update_xaxes(type="log", title_text="learning rate")
-    figure.update_yaxes(type="log", title_text="weight decay")
+        figure.update_yaxes(
+            title_text=f"weight decay<br>{label}" if len(bands) > 1 else "weight decay", row=row, col=1
+        )
+    figure.update_xaxes(type="log", title_text="learning rate", **log_ticks(lrs))
+    figure.update_yaxes(type="log", **log_ticks(wds))
+    figure.update_annotations(font_size=12)  # the subplot titles
     figure.update_layout(
         title=title + " (x: pruned)", template=TEMPLATE, height=330 * len(bands) + 80, showlegend=False
     )
     return figure
+
+
+def heatmap_band_count(view: StudyView) -> int:
+    """How many data-fraction bands (rows) :func:`heatmaps` draws."""
+    trials = _heatmap_trials(view)
+    return len(_fraction_bands(trials)) if trials else 0
+
+
+def _heatmap_trials(view: StudyView) -> list[TrialView]:
+    return [t for t in view.finished() if LR in t.params and WEIGHT_DECAY in t.params]
+
+
+def log_ticks(values: list[float] | np.ndarray) -> dict:
+    """Tick settings for a log axis over ``values`` that read at a glance: powers of ten
+    (10^-3) over a decade or more, else 1-2-5 steps written out (2e-3); plotly's default
+    labels the minor ticks of a short range with tiny lone digits."""
+    positive = np.asarray(values, dtype=float)
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    if positive.size == 0:
+        return {}
+    low, high = np.log10(positive.min()), np.log10(positive.max())
+    if high - low >= 1:
+        return {"dtick": 1, "exponentformat": "power"}
+    ticks = [
+        mantissa * 10.0**exponent
+        for exponent in range(int(np.floor(low)), int(np.ceil(high)) + 1)
+        for mantissa in (1, 2, 5)
+    ]
+    inside = [t for t in ticks if 10**low / 1.5 <= t <= 10**high * 1.5]
+    return {"tickvals": inside, "ticktext": [_short_number(t) for t in inside]}
+
+
+def _short_number(value: float) -> str:
+    """1 -> "1", 0.002 -> "2e-3", 5000 -> "5e3"."""
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return mantissa if int(exponent) == 0 else f"{mantissa}e{int(exponent)}"
 
 
 def _limits(values: list[float | None]) -> tuple[float, float] | None:
@@ -258,9 +304,12 @@ def curves(
             xanchor="right",
             yanchor="top",
         )
-    figure.update_xaxes(type="log")
+    shown = [curve_data.get(trial.number, {}) for trial in trials.values()]
+    last_steps = [steps[-1] + 1 for series in shown for steps, _ in series.values() if len(steps)]
+    losses = [values for series in shown for key, (_, values) in series.items() if key.endswith("_loss")]
+    figure.update_xaxes(type="log", **log_ticks([1, *last_steps]))
     figure.update_xaxes(title_text="step + 1", row=3, col=1)
-    figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_yaxes(type="log", row=1, col=1, **log_ticks(np.concatenate([[], *losses])))
     figure.update_yaxes(range=[-0.02, 1.02], row=2, col=1)
     figure.update_layout(
         title=title + " (dashed line: probe and decision, dotted: grok step)",
@@ -390,6 +439,7 @@ def grok_time(view: StudyView) -> go.Figure:
         yaxis_title="grok step t4",
         yaxis_type="log",
     )
+    figure.update_yaxes(**log_ticks(t4))
     return figure
 
 
