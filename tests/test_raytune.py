@@ -71,6 +71,47 @@ def test_the_scheduler_decides_once_at_the_probe_like_the_forecaster(tmp_path: P
         assert later == _answer_for(scheduler.decision(f"t{i}"))
 
 
+def test_in_a_plain_tuner_each_decision_is_in_the_trials_results_and_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The scheduler in one's own Ray Tune code: result.json, progress.csv and the
+    ResultGrid say why each trial was stopped or kept."""
+    import csv
+    import json
+
+    from ray import tune
+
+    records = load_corpus("quadratic_add97")[:4]
+    probe = round(PROBE_FRACTION * records[0].config["steps"])
+    runs = [results(record) for record in records]  # the closure ships these, by value
+
+    def replay(config: dict) -> None:
+        for result in runs[config["record"]]:
+            tune.report(result)
+
+    scheduler = GrokForecastScheduler(probe_step=probe, warm_up_keep_top=None, exploration=0.0)
+    tuner = tune.Tuner(
+        replay,
+        param_space={"record": tune.grid_search(list(range(len(records))))},
+        tune_config=tune.TuneConfig(scheduler=scheduler, metric="val_acc", mode="max"),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[scheduler.callback()]),
+    )
+    grid = tuner.fit()
+    printed = capsys.readouterr().out
+    assert len(grid) == len(records)
+    for result in grid:
+        decision = result.metrics["grokforecast_decision"]
+        assert decision in ("keep", "prune") and result.metrics["grokforecast_reason"].startswith(decision)
+        assert 0.0 <= result.metrics["grokforecast_p_grok"] <= 1.0
+        assert (result.metrics["step"] <= probe + 10) == (decision == "prune")
+        with open(Path(result.path) / "progress.csv") as file:
+            rows = list(csv.DictReader(file))
+        assert rows[0]["grokforecast_decision"] == "" and rows[-1]["grokforecast_decision"] == decision
+        last = json.loads((Path(result.path) / "result.json").read_text().splitlines()[-1])
+        assert last["grokforecast_reason"] == result.metrics["grokforecast_reason"]
+    assert printed.count("GrokForecastScheduler: trial ") == len(records)
+
+
 def _answer_for(decision: DecisionRecord) -> str:
     """STOP for a trial the forecast stopped; a kept or explored trial runs on."""
     return TrialScheduler.STOP if decision.decision is Decision.PRUNE else TrialScheduler.CONTINUE

@@ -118,7 +118,7 @@ def _new_tuner(plan: SweepPlan, study: optuna.Study, trainable: object, n_trials
     spec = plan.spec
     if spec.pruner.enabled:
         scheduler = forecast_scheduler(plan, study)
-        callbacks = [scheduler.state_callback()]
+        callbacks = [scheduler.callback(print_decisions=False)]  # the study records them
     else:
         scheduler, callbacks = FIFOScheduler(), []
     searcher = StudySearcher(plan, scheduler if spec.pruner.enabled else None)

@@ -11,6 +11,7 @@ learns in ``on_trial_complete``); this module only translates Tune's results int
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -47,9 +48,13 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
     out in this experiment: it grokked when its last result says ``grokked``, or else when
     ``grok_metric`` reached ``grok_value`` in one of its results.
 
-    Tune does not save a scheduler's state with an experiment; add
-    :meth:`state_callback` to the ``RunConfig`` callbacks so that a restored experiment
-    (``Tuner.restore``) keeps the decisions already made.
+    Add :meth:`callback` to the ``RunConfig`` callbacks: it writes each trial's decision
+    into its results, where ``result.json``, ``progress.csv`` and the ``ResultGrid`` show
+    it (``grokforecast_decision``: empty before the probe, then ``keep``, ``prune`` or
+    ``explore``; ``grokforecast_p_grok``: the forecast, NaN when none was made;
+    ``grokforecast_reason``: why), prints each decision once, and saves the scheduler's
+    state with the experiment (Tune saves no scheduler state), so that a restored
+    experiment (``Tuner.restore``) keeps the decisions already made.
 
     Example:
 
@@ -67,11 +72,13 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         ...     trainable,
         ...     param_space={"weight_decay": tune.grid_search([0.01, 3.0])},
         ...     tune_config=tune.TuneConfig(scheduler=scheduler),
-        ...     run_config=tune.RunConfig(verbose=0, callbacks=[scheduler.state_callback()]),
+        ...     run_config=tune.RunConfig(verbose=0, callbacks=[scheduler.callback()]),
         ... )
         >>> results = tuner.fit()  # doctest: +SKIP
         >>> [r.metrics["step"] for r in results]  # stopped at step 100, or run to 400  # doctest: +SKIP
         [100, 400]
+        >>> [r.metrics["grokforecast_decision"] for r in results]  # doctest: +SKIP
+        ['prune', 'keep']
 
     Args:
         probe_step:
@@ -240,16 +247,48 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         self._reached_grok_value = set(state["reached_grok_value"])
         self._outcomes = {k: Outcome(*o) for k, o in state["outcomes"].items()}
 
-    def state_callback(self) -> Callback:
-        """A Tune callback that saves this scheduler's state with the experiment's state."""
-        return _SchedulerState(self)
+    def callback(self, print_decisions: bool = True) -> Callback:
+        """The Tune callback that goes with this scheduler: each trial's decision in its
+        results (:data:`DECISION_METRICS`) and, with ``print_decisions``, printed once; and
+        this scheduler's state saved with the experiment's."""
+        return _SchedulerCallback(self, print_decisions)
 
 
-class _SchedulerState(Callback):
-    """Carries a scheduler's state through Tune's experiment checkpoints."""
+#: The result keys the scheduler's callback writes, and their values before the probe.
+DECISION_METRICS = {"grokforecast_decision": "", "grokforecast_p_grok": math.nan, "grokforecast_reason": ""}
 
-    def __init__(self, scheduler: GrokForecastScheduler) -> None:
+
+def decision_metrics(record: DecisionRecord | None) -> dict[str, Any]:
+    """A decision as result keys (every key in every result: Tune's CSV fixes its columns
+    at the first result)."""
+    if record is None:
+        return dict(DECISION_METRICS)
+    probability = math.nan if record.probability is None else record.probability
+    return {
+        "grokforecast_decision": record.decision.value,
+        "grokforecast_p_grok": probability,
+        "grokforecast_reason": record.reason,
+    }
+
+
+class _SchedulerCallback(Callback):
+    """Writes a scheduler's decisions into the trials' results (Tune calls its callbacks
+    after the scheduler, and before its loggers, on each result), prints each once, and
+    carries the scheduler's state through Tune's experiment checkpoints."""
+
+    def __init__(self, scheduler: GrokForecastScheduler, print_decisions: bool) -> None:
         self.scheduler = scheduler
+        self.print_decisions = print_decisions
+        self._printed: set[str] = set()
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
+    ) -> None:
+        record = self.scheduler.decision(trial.trial_id)
+        result.update(decision_metrics(record))
+        if self.print_decisions and record is not None and trial.trial_id not in self._printed:
+            self._printed.add(trial.trial_id)
+            print(f"GrokForecastScheduler: trial {trial.trial_id} {record.reason}", flush=True)
 
     def get_state(self) -> dict[str, Any]:
         return self.scheduler.get_state()
