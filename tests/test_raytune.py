@@ -247,6 +247,11 @@ def _check_states_and_curves(plan: SweepPlan) -> list[optuna.trial.FrozenTrial]:
     for trial in trials:
         steps, _ = curves[trial.number]["train_loss"]
         assert (np.diff(steps) == 1).all() and steps[0] == 0  # each step once, no gap
+        # Optuna sees the objective's own series (val_acc), as on the Optuna backend
+        val_acc = dict(zip(*curves[trial.number]["val_acc"], strict=True))
+        assert 0 in trial.intermediate_values and plan.spec.budget.probe_steps in trial.intermediate_values
+        for step, value in trial.intermediate_values.items():
+            assert value == pytest.approx(val_acc[step], abs=1e-6)
         if trial.state is TrialState.COMPLETE:
             assert trial.value == trial.user_attrs[plan.spec.objective]  # the final value, not a partial one
             assert len(steps) == trial.user_attrs["steps_trained"]
@@ -260,10 +265,8 @@ def _check_states_and_curves(plan: SweepPlan) -> list[optuna.trial.FrozenTrial]:
 def test_a_sweep_on_a_two_node_cluster_records_pruned_and_complete_trials(
     in_tmp: Path, storage_url: str
 ) -> None:
-    # threshold 0.6 on these tiny runs: some are forecast to grok, some not.
-    spec_path = write_study(
-        in_tmp, study_text(f"ray-{os.getpid()}-{time.time_ns()}", n_trials=6, threshold=0.6)
-    )
+    # threshold 0.5 on these tiny runs: some are forecast to grok (0.37-0.65), some not.
+    spec_path = write_study(in_tmp, study_text(f"ray-{os.getpid()}-{time.time_ns()}", n_trials=6))
     plan = SweepPlan.load(spec_path, storage_url)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
     try:
