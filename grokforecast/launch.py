@@ -15,14 +15,17 @@ one only when it is chosen.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 
 import optuna
+from optuna.trial import TrialState
 
 from grokforecast.backends.optuna.workers import (
     quiet_interrupted_trials,
+    reap_dead_trials,
     retry_interrupted,
     run_worker,
     start_workers,
@@ -73,6 +76,7 @@ def run_sweep(
         else:
             with shutdown.graceful_stop():  # Ray Tune handles its own signals
                 if resume:
+                    _reap(study, plan)
                     retry_interrupted(study, plan.spec.heartbeat.max_retry)
                 if n_workers == 1:
                     quiet_interrupted_trials()
@@ -87,6 +91,20 @@ def run_sweep(
         shown.update(study)
         shown.close()
     return study
+
+
+def _reap(study: optuna.Study, plan: SweepPlan) -> None:
+    """Before a resume: fail the trials a killed worker left RUNNING (they are retried
+    from their checkpoints), waiting as long as a heartbeat may take to go stale."""
+    heartbeat = plan.spec.heartbeat
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if not running:
+        return
+    grace = heartbeat.stale_after + heartbeat.heartbeat_interval
+    print(f"{running} trial(s) RUNNING: up to {grace} s to tell the dead workers' ones", file=sys.stderr)
+    alive = reap_dead_trials(study, grace)
+    if alive:
+        print(f"{alive} trial(s) still running elsewhere (their heartbeats are alive)", file=sys.stderr)
 
 
 def _run_on_ray(plan: SweepPlan, study: optuna.Study, address: str | None, resume: bool) -> None:

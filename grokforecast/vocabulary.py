@@ -45,6 +45,9 @@ PROBE_ATTR = "grokforecast:probe"
 #: stands for the rest of the trial. (Optuna hands a pruner the trial's system attributes
 #: as stored, its user attributes as the objective last saw them.)
 DECIDED_ATTR = "grokforecast:decided"
+#: Trial system attribute: the trial was asked for past the study's target by a worker
+#: that raced another; it ran nothing, is FAIL, and is never retried.
+SURPLUS_ATTR = "grokforecast:surplus"
 #: User attribute an objective may set to say whether the finished trial grokked.
 GROKKED_ATTR = "grokked"
 #: User attribute naming why a trial stopped: pruned, diverged, held, budget.

@@ -156,6 +156,12 @@ class StorageSpec(_Strict):
     grace_period: Annotated[int, Field(ge=2)] | None = None
     max_retry: Annotated[int, Field(ge=0)] = 3
 
+    @property
+    def stale_after(self) -> int:
+        """Seconds without a heartbeat after which a trial's worker counts as dead
+        (``grace_period``, by default twice the interval, as Optuna takes it)."""
+        return self.grace_period or 2 * self.heartbeat_interval
+
 
 class RaySpec(_Strict):
     """Resources of one trial on the Ray backend (fractional GPUs pack small models)."""

@@ -6,6 +6,7 @@ trials differs (Optuna workers, or Ray Tune).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import optuna
@@ -20,9 +21,22 @@ from grokforecast.vocabulary import SPEC_ATTR, SPEC_FILE_ATTR
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def make_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler; workers get distinct seeds so they do not propose the same points."""
-    seed = None if spec.sampler.seed is None else spec.sampler.seed + worker_index
+def sampler_seed(seed: int | None, worker_index: int, history: int) -> int | None:
+    """The seed of a worker's sampler: a function of the study file's seed, the worker and
+    how many trials the study held when it joined. Workers draw distinct sequences, and a
+    resumed or added worker continues the study instead of replaying the draws of the
+    worker that first ran it (which repeated parameter sets after every resume). The first
+    worker of a new study takes the file's seed as it is."""
+    if seed is None or (worker_index == 0 and history == 0):
+        return seed
+    digest = hashlib.sha256(f"{seed}:{worker_index}:{history}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def make_sampler(spec: StudySpec, worker_index: int = 0, history: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded per worker and per the study's ``history`` (its number of
+    trials when the worker joins: :func:`sampler_seed`)."""
+    seed = sampler_seed(spec.sampler.seed, worker_index, history)
     kind = spec.sampler.kind
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
@@ -74,17 +88,16 @@ def load_study(
 ) -> optuna.Study:
     """Join the plan's existing study (as worker ``worker_index``, with ``pruner``)."""
     try:
-        return optuna.load_study(
-            study_name=plan.spec.name,
-            storage=storage or plan.open_storage(),
-            sampler=make_sampler(plan.spec, worker_index),
-            pruner=pruner,
+        study = optuna.load_study(
+            study_name=plan.spec.name, storage=storage or plan.open_storage(), pruner=pruner
         )
     except KeyError:
         raise GrokforecastError(
             f"no study {plan.spec.name!r} in {display_url(plan.storage_url)}; "
             f"start it with: grokforecast sweep {plan.spec_path}"
         ) from None
+    study.sampler = make_sampler(plan.spec, worker_index, history=len(study.get_trials(deepcopy=False)))
+    return study
 
 
 def finished_trials(study: optuna.Study) -> int:

@@ -3,18 +3,25 @@
 Every worker, on this machine (``--workers N`` starts N processes) or on another host
 (``grokforecast worker``), runs the same loop: Optuna's ``study.optimize`` with the
 sweep's :class:`~grokforecast.backends.optuna.objective.TrialRun` as the objective, until
-the study holds ``n_trials`` finished (COMPLETE or PRUNED) trials. All shared state lives
+the study holds ``n_trials`` finished (COMPLETE or PRUNED) trials, and exactly that many
+however many workers race: a worker asks for no trial once finished plus running ones
+reach the target, and a trial two workers asked for at once runs only if the target
+still has room for it by trial number (:func:`within_target`). All shared state lives
 in the study database: RDB heartbeats fail the trials of a worker that died, and Optuna's
 retry callback re-queues them; the retry continues from the dead trial's checkpoint.
+A resume first waits for the heartbeats of trials left RUNNING (:func:`reap_dead_trials`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
 import os
 import sys
+import time
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -25,7 +32,11 @@ from grokforecast.errors import GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.shutdown import graceful_stop, stop_with_parent
 from grokforecast.sweep.spec import StudySpec
-from grokforecast.sweep.study import FINISHED, finished_trials, load_study
+from grokforecast.sweep.study import FINISHED, load_study
+from grokforecast.vocabulary import SURPLUS_ATTR
+
+#: Trial states that count towards a study's target (running ones if their worker lives).
+CLAIMED = (*FINISHED, TrialState.RUNNING)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -53,10 +64,70 @@ def retry_interrupted(study: optuna.Study, max_retry: int) -> int:
     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     queued = 0
     for trial in trials:
-        if trial.state is TrialState.FAIL and trial.number not in retried:
+        if (
+            trial.state is TrialState.FAIL
+            and trial.number not in retried
+            and SURPLUS_ATTR not in trial.system_attrs
+        ):
             callback(study, trial)
             queued += 1
     return queued
+
+
+def claimed_trials(study: optuna.Study) -> int:
+    """The trials that count towards the target: finished ones, and running ones whose
+    worker is alive (a dead worker's trial is failed first, through its stale heartbeat,
+    and retried). Counted before each new trial, so that racing workers stop at the
+    target instead of each finishing one more."""
+    optuna.storages.fail_stale_trials(study)
+    return len(study.get_trials(deepcopy=False, states=CLAIMED))
+
+
+class SurplusTrial(Exception):
+    """The trial was asked for after the study's target was claimed by others."""
+
+
+def within_target(objective: Callable[[optuna.Trial], float], target: int) -> Callable[[optuna.Trial], float]:
+    """``objective``, run only for a trial the target has room for: fewer than ``target``
+    claimed trials numbered before it. Two workers that ask at the same moment get
+    consecutive numbers from the storage, so exactly one of them runs the last trial;
+    the other's trial is marked surplus (FAIL, never retried) and that worker stops."""
+
+    def run(trial: optuna.Trial) -> float:
+        study = trial.study
+        optuna.storages.fail_stale_trials(study)
+        claimed = study.get_trials(deepcopy=False, states=CLAIMED)
+        if sum(t.number < trial.number for t in claimed) >= target:
+            study._storage.set_trial_system_attr(trial._trial_id, SURPLUS_ATTR, True)
+            raise SurplusTrial(f"trial {trial.number} is past the target of {target}")
+        return objective(trial)
+
+    return run
+
+
+class StopAtTarget:
+    """Optuna callback: stop this worker once :func:`claimed_trials` reaches ``target``."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if claimed_trials(study) >= self.target:
+            study.stop()
+
+
+def reap_dead_trials(study: optuna.Study, grace_seconds: float) -> int:
+    """Fail (and so retry from their checkpoints) the RUNNING trials whose worker is gone,
+    waiting ``grace_seconds`` for their heartbeats to go stale; returns how many still run
+    (their workers, elsewhere, are alive). A resume calls this first: a worker killed
+    moments before leaves its trial RUNNING with a fresh heartbeat."""
+    deadline = time.monotonic() + grace_seconds
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(1.0)
 
 
 def run_worker(
@@ -81,28 +152,26 @@ def run_worker(
     storage = storage or plan.open_storage()
     study = load_study(plan, worker_index, storage, pruner=make_pruner(plan.spec))
     target = n_trials or plan.spec.n_trials
-    if finished_trials(study) >= target:
+    if claimed_trials(study) >= target:
         return
-    with graceful_stop():
-        study.optimize(
-            TrialRun(plan, storage.engine),
-            callbacks=[optuna.study.MaxTrialsCallback(target, states=FINISHED)],
-            gc_after_trial=False,
-        )
+    objective = within_target(TrialRun(plan, storage.engine), target)
+    # SurplusTrial: another worker claimed the last trial first; the study is at its target.
+    with graceful_stop(), contextlib.suppress(SurplusTrial):
+        study.optimize(objective, callbacks=[StopAtTarget(target)], gc_after_trial=False)
 
 
 def _drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
-    if (
-        record.exc_info
-        and record.exc_info[0] is not None
-        and issubclass(record.exc_info[0], KeyboardInterrupt)
-    ):
+    kind = record.exc_info[0] if record.exc_info else None
+    if kind is not None and issubclass(kind, SurplusTrial):
+        return False  # nothing ran: not news
+    if kind is not None and issubclass(kind, KeyboardInterrupt):
         record.exc_info = None
     return True
 
 
 def quiet_interrupted_trials() -> None:
-    """Optuna logs a trial stopped by Ctrl-C with a full traceback; keep it to one line."""
+    """Optuna logs a trial stopped by Ctrl-C with a full traceback; keep it to one line
+    (and a surplus trial, which ran nothing, to none)."""
     logging.getLogger("optuna.study._optimize").addFilter(_drop_interrupt_tracebacks)
 
 
