@@ -27,8 +27,9 @@ from grokforecast.sweep.storage import (
     read_curves,
     write_curve_segment,
 )
-from grokforecast.sweep.study import create_study
+from grokforecast.sweep.study import create_study, suggest
 from grokforecast.sweep.summary import report_text, summarize
+from grokforecast.training import Trainer
 from grokforecast.vocabulary import DECISION_ATTR, SURPLUS_ATTR
 from studies import GROKFORECAST, study_text, write_study
 
@@ -401,6 +402,35 @@ def test_a_resumed_study_continues_its_sampling_instead_of_repeating_it(in_tmp: 
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     assert len(study.trials) == 6
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 6  # none drawn twice
+
+
+def test_a_retry_falls_back_past_a_bad_checkpoint_and_the_finished_run_leaves_none(
+    in_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plan = _plan(in_tmp, f"sqlite:///{in_tmp / 'ckpt.db'}", n_trials=1, threshold=0.0)
+    study = create_study(plan)
+    study.enqueue_trial({"lr": 5e-3, "weight_decay": 1.0, "data_fraction": 0.5})
+    dead = study.ask()
+    trainer = Trainer(plan.spec.train_config(suggest(dead, plan.spec)))
+    newest = plan.checkpoint_dir / f"trial-{dead.number}.pt"
+    for step in (100, 200):  # what the dead trial wrote: step 100, then step 200
+        trainer.run(until=step)
+        trainer.save(newest, keep_previous=True)
+    study.tell(dead, state=TrialState.FAIL)
+    newest.write_text("overwritten by something else")  # the newest one turned bad
+    assert retry_interrupted(study, max_retry=3) == 1
+    with caplog.at_level("WARNING", logger="grokforecast.sweep.lifecycle"):
+        run_worker(plan)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    retry = study.trials[-1]
+    assert retry.state is TrialState.COMPLETE and retry.user_attrs["resumed_from"] == {
+        "trial": 0,
+        "step": 100,
+    }
+    assert any(
+        "is not a readable grokforecast checkpoint" in m and "trial-0.pt.bad" in m for m in caplog.messages
+    )
+    assert sorted(p.name for p in plan.checkpoint_dir.iterdir()) == ["trial-0.pt.bad"]  # kept for a look
 
 
 def test_status_studies_export_and_optuna_dashboard_read_the_study(in_tmp: Path) -> None:

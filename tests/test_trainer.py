@@ -79,6 +79,18 @@ def test_checkpoints_of_other_versions_and_garbage_are_refused(
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="is not a grokforecast checkpoint"):
         Trainer.resume(tmp_path / "other.pt")
+    tampered = {**raw, "step": raw["step"] + 1}  # contents that no longer match their digest
+    torch.save(tampered, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="is corrupted: its contents do not match their checksum"):
+        Trainer.resume(tmp_path / "tampered.pt")
+    poisoned = {key: value for key, value in raw.items() if key not in ("format", "version", "sha256")}
+    next(iter(poisoned["model"].values())).fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", poisoned)  # a valid digest over NaN weights
+    with pytest.raises(CheckpointError, match="holds NaN or infinite values in its model state"):
+        Trainer.resume(tmp_path / "nan.pt")
+    save_checkpoint(tmp_path / "partial.pt", {"step": 3})
+    with pytest.raises(CheckpointError, match="lacks fingerprint, config, model, optimizer, curves"):
+        Trainer.resume(tmp_path / "partial.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a readable grokforecast checkpoint"):
         Trainer.resume(tmp_path / "garbage.pt")

@@ -4,8 +4,9 @@
 
 1. build the trial's TrainConfig from its sampled parameters (budget: ``full_steps``);
 2. continue from the newest usable checkpoint the backend offers (a retried trial, a
-   restarted Tune trial), else start fresh; the curves it replaces are dropped from the
-   study database, since the resumed trainer carries them all;
+   restarted Tune trial), else start fresh; a checkpoint that fails verification is
+   moved aside (``.bad``) with a one-line warning and the next one tried; the curves it
+   replaces are dropped from the study database, since the resumed trainer carries them all;
 3. evaluate before the first update, then train in segments whose ends always include
    the probe step; after each segment hand the trainer to the backend's
    :class:`TrialHost`, which reports it (Optuna: the training loss at a stride; Ray: a
@@ -198,7 +199,9 @@ class TrialLifecycle:
             try:
                 trainer = Trainer.resume(path, self.config)
             except CheckpointError as error:
-                logger.warning("trial %d: not resuming from %s: %s", self.trial_number, path, error)
+                quarantined = path.with_name(path.name + ".bad")
+                path.replace(quarantined)  # kept for a look, never read again
+                logger.warning("trial %d: %s; moved to %s", self.trial_number, error, quarantined.name)
                 continue
             logger.info("trial %d continues trial %d from step %d", self.trial_number, number, trainer.step)
             return trainer, {"trial": number, "step": trainer.step}

@@ -267,8 +267,10 @@ class Trainer:
         self.diverged_at = state["diverged_at"]
         self.curves = Curves.from_dict(state["curves"])
 
-    def save(self, path: str | Path) -> None:
-        save_checkpoint(path, self.state_dict())
+    def save(self, path: str | Path, keep_previous: bool = False) -> None:
+        """Checkpoint to ``path`` (keeping the file it replaces with ``keep_previous``:
+        :func:`~grokforecast.training.checkpoint.save_checkpoint`)."""
+        save_checkpoint(path, self.state_dict(), keep_previous)
 
     @classmethod
     def resume(cls, path: str | Path, config: TrainConfig | None = None) -> Trainer:

@@ -25,6 +25,7 @@ from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.reporting import objective_series, reported_points
 from grokforecast.sweep.study import suggest
 from grokforecast.training import Trainer
+from grokforecast.training.checkpoint import previous_of
 from grokforecast.vocabulary import DECISION_ATTR, RESUMED_FROM_ATTR, STOPPED_ATTR
 
 #: Steps between reports to Optuna after the probe, about: between them the lifecycle
@@ -58,6 +59,14 @@ class TrialRun:
     def checkpoint_path(self, trial_number: int) -> Path:
         return self.plan.checkpoint_dir / f"trial-{trial_number}.pt"
 
+    def remove_checkpoints(self, trial_numbers: list[int]) -> None:
+        """Delete every checkpoint file of these trials (the newest, the one before it, a
+        half-written one); quarantined ``.bad`` files stay for a look."""
+        for number in trial_numbers:
+            newest = self.checkpoint_path(number)
+            for path in (newest, previous_of(newest), newest.with_name(newest.name + ".partial")):
+                path.unlink(missing_ok=True)
+
     def __call__(self, trial: optuna.Trial) -> float:
         host = OptunaTrialHost(self, trial)
         return TrialLifecycle(
@@ -90,10 +99,13 @@ class OptunaTrialHost:
         return list(self._retried)
 
     def checkpoints(self) -> Iterator[tuple[Path, int]]:
+        """The checkpoints of the trials this one retries, newest trial first, each with
+        the one it replaced: a bad newest file falls back to the one before."""
         for number in reversed(self._retried):
-            path = self.run.checkpoint_path(number)
-            if path.exists():
-                yield path, number
+            newest = self.run.checkpoint_path(number)
+            for path in (newest, previous_of(newest)):
+                if path.exists():
+                    yield path, number
 
     def begin(self, trainer: Trainer) -> None:
         self._source = TrainerHistory(trainer)  # held here: the registry keeps it weakly
@@ -106,8 +118,7 @@ class OptunaTrialHost:
         ):
             return True
         if checkpoint:
-            self.run.plan.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            trainer.save(self.run.checkpoint_path(self.trial.number))
+            trainer.save(self.run.checkpoint_path(self.trial.number), keep_previous=True)
         return False
 
     def end(self, trainer: Trainer, since: int, ending: dict[str, Any]) -> float:
@@ -115,7 +126,7 @@ class OptunaTrialHost:
         for key, value in ending.items():
             if value is not None or key != RESUMED_FROM_ATTR:
                 self.trial.set_user_attr(key, value)
-        self.run.checkpoint_path(self.trial.number).unlink(missing_ok=True)
+        self.run.remove_checkpoints([self.trial.number, *self._retried])  # the run is over
         stopped = ending[STOPPED_ATTR]
         if stopped == "diverged":
             record = DecisionRecord.diverged("train_loss", ending["diverged_at"])
