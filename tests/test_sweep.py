@@ -58,6 +58,7 @@ from studies import GROKFORECAST, study_text, write_study
         (('kind = "random"', 'kind = "grid"'), "the grid sampler needs search.lr.grid"),
         (("p = 23", "p = 22, op = 'x/y'"), "study.toml: "),
         (("[budget]", "[budget\n"), "is not valid TOML"),
+        (('name = "bad"', 'name = "../bad"'), "name: '../bad' may hold only letters, digits"),
         (("threshold = 0.5", "threshold = 1.5"), r"pruner: threshold=1.5 must lie in \[0, 1\]"),
         (
             ("[search]", "[search]\ngrok_threshold = { low = 0.9, high = 0.99 }"),

@@ -354,3 +354,25 @@ def test_log_axes_read_as_powers_of_ten_or_written_out_steps() -> None:
     short = figures.log_ticks([120.0, 400.0])  # less than a decade: 1-2-5 steps, written out
     assert short["tickvals"] == [100.0, 200.0, 500.0] and short["ticktext"] == ["1e2", "2e2", "5e2"]
     assert figures.log_ticks([0.0, float("nan")]) == {}
+
+
+def test_a_study_name_with_slashes_stays_a_name_in_files_and_links(tmp_path: Path) -> None:
+    """A study made by one's own Optuna code may be called anything: exports and reports
+    stay in their folder, and the dashboard finds its pages."""
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    study = optuna.create_study(study_name="../team/run 1", storage=url)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    out = tmp_path / "out"
+    exported = subprocess.run(
+        [*GROKFORECAST, "export", "../team/run 1", "--storage", url, "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["_team_run_1-curves.csv", "_team_run_1-trials.csv"]
+    assert not (tmp_path / "team").exists()
+    client = TestClient(create_app(url))
+    link = re.search(r"href='(/study/[^']+)'", client.get("/").text).group(1)
+    assert link == "/study/..%2Fteam%2Frun%201"
+    assert client.get(link).status_code == 200
+    assert client.get(f"{link}/trial/1").status_code == 200

@@ -103,12 +103,13 @@ def studies(storage: str) -> None:
 )
 def export(study: str, storage: str | None, out_dir: Path, fmt: str) -> None:
     """Write a study's trials and dense curves to CSV or Parquet."""
-    from grokforecast.sweep.export import export_curves, export_trials
+    from grokforecast.sweep.export import export_curves, export_trials, file_stem
 
     loaded, rdb, _ = open_study(study, storage)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trials_path = out_dir / f"{loaded.study_name}-trials.{fmt}"
-    curves_path = out_dir / f"{loaded.study_name}-curves.{fmt}"
+    stem = file_stem(loaded.study_name)
+    trials_path = out_dir / f"{stem}-trials.{fmt}"
+    curves_path = out_dir / f"{stem}-curves.{fmt}"
     n_trials = export_trials(loaded, trials_path, fmt)
     n_points = export_curves(rdb.engine, loaded.study_name, curves_path, fmt)
     click.echo(f"{n_trials} trials -> {trials_path}\n{n_points} curve points -> {curves_path}")

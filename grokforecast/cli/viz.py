@@ -29,11 +29,12 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 )
 def report(study: str, storage: str | None, out_path: Path | None, to_optuna_dashboard: bool) -> None:
     """Write a self-contained HTML report of a study (opens offline)."""
+    from grokforecast.sweep.export import file_stem
     from grokforecast.viz.report import study_figures, write_report
     from grokforecast.viz.study_data import load_study_view
 
     loaded, rdb, _ = open_study(study, storage, read_only=not to_optuna_dashboard)
-    path = write_report(loaded, rdb.engine, out_path or Path(f"{loaded.study_name}-report.html"))
+    path = write_report(loaded, rdb.engine, out_path or Path(f"{file_stem(loaded.study_name)}-report.html"))
     click.echo(f"report -> {path}")
     if to_optuna_dashboard:
         from grokforecast.viz.optuna_dashboard_export import save_to_optuna_dashboard

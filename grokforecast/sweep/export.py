@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,13 @@ from grokforecast.sweep.storage import read_curves
 ExportFormat = Literal["csv", "parquet"]
 FORMATS: tuple[ExportFormat, ...] = ("csv", "parquet")
 CURVE_COLUMNS = ("trial", "series", "step", "value")
+
+
+def file_stem(study_name: str) -> str:
+    """A file name made from a study name: never a path (``../x`` or ``a/b`` stay in
+    the folder they are written to), other characters than letters, digits, ``_``, ``-``
+    and ``.`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", study_name).lstrip(".") or "study"
 
 
 def export_trials(study: optuna.Study, path: Path, fmt: ExportFormat = "csv") -> int:

@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grokforecast.core.policy import PolicySettings
 from grokforecast.errors import ConfigError
@@ -174,7 +175,7 @@ class RaySpec(_Strict):
 class StudySpec(_Strict):
     """A validated study file."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: str
     n_trials: Annotated[int, Field(ge=1)]
     storage: str | None = None
     objective: Literal["final_val_acc", "best_val_acc", "final_val_loss"] = "final_val_acc"
@@ -187,6 +188,17 @@ class StudySpec(_Strict):
     pruner: PrunerSpec = PrunerSpec()
     heartbeat: StorageSpec = StorageSpec()
     ray: RaySpec = RaySpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, name: str) -> str:
+        """The name becomes file names (the default database, checkpoints, reports)."""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+            raise ValueError(
+                f"{name!r} may hold only letters, digits, '_', '-' and '.' (not first), "
+                'as it names files; e.g. name = "modular-add-sweep"'
+            )
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:

@@ -210,7 +210,10 @@ def read_curves(
     trial_numbers: Iterable[int] | None = None,
     series: Iterable[str] | None = None,
 ) -> dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Curves of a study's trials: ``{trial_number: {series: (steps, values)}}``, steps sorted."""
+    """Curves of a study's trials: ``{trial_number: {series: (steps, values)}}``, steps sorted
+    (none for a database that Optuna alone wrote, which has no curve table)."""
+    if not sa.inspect(engine).has_table(curves_table.name):
+        return {}
     query = sa.select(
         curves_table.c.trial_number,
         curves_table.c.series,

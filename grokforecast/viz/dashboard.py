@@ -90,7 +90,7 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0) -> Starlette:
         summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
         rows = [
             [
-                f"<a href='/study/{quote(s.study_name)}'>{escape(s.study_name)}</a>",
+                f"<a href='/study/{quote(s.study_name, safe='')}'>{escape(s.study_name)}</a>",
                 str(s.n_trials),
                 escape(s.direction.name.lower() if s.directions and len(s.directions) == 1 else "multi"),
                 escape(str(s.datetime_start or "-")),
@@ -113,7 +113,7 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0) -> Starlette:
         )
         script = REFRESH_SCRIPT % {
             "fingerprint": json.dumps(fingerprint(view)),
-            "api": json.dumps(f"/api/study/{quote(name)}"),
+            "api": json.dumps(f"/api/study/{quote(name, safe='')}"),
             "refresh_ms": refresh_ms,
         }
         body = (
@@ -163,7 +163,7 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0) -> Starlette:
             else "<p class='muted'>No forecast features recorded for this trial.</p>"
         )
         body = (
-            f"<p><a href='/'>studies</a> / <a href='/study/{quote(name)}'>{escape(name)}</a></p>"
+            f"<p><a href='/'>studies</a> / <a href='/study/{quote(name, safe='')}'>{escape(name)}</a></p>"
             f"<h1>{outcome_dot(trial.outcome)}Trial {number} of <code>{escape(name)}</code></h1>"
             f"{trial_facts(trial)}<section>{figure_div(curve_figure, 'curves')}</section>"
             f"<h2>Forecast features at the probe</h2>{feature_table}"
@@ -190,9 +190,10 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0) -> Starlette:
     return Starlette(
         routes=[
             Route("/", study_list),
-            Route("/study/{name}", study_page),
-            Route("/study/{name}/trial/{number:int}", trial_page),
-            Route("/api/study/{name}", study_api),
+            # Study names are anyone's text, "/" included: matched as paths, trial pages first.
+            Route("/study/{name:path}/trial/{number:int}", trial_page),
+            Route("/study/{name:path}", study_page),
+            Route("/api/study/{name:path}", study_api),
             Route(PLOTLY_JS, plotly_js),
             Route("/healthz", health),
         ],
@@ -207,7 +208,7 @@ def fingerprint(view: StudyView) -> str:
 
 
 def _linked_trials(view: StudyView) -> str:
-    return trials_table(view, trial_link=f"/study/{quote(view.name)}/trial/{{number}}")
+    return trials_table(view, trial_link=f"/study/{quote(view.name, safe='')}/trial/{{number}}")
 
 
 @cache
