@@ -59,6 +59,10 @@ from studies import GROKFORECAST, study_text, write_study
         (("p = 23", "p = 22, op = 'x/y'"), "study.toml: "),
         (("[budget]", "[budget\n"), "is not valid TOML"),
         (('name = "bad"', 'name = "../bad"'), "name: '../bad' may hold only letters, digits"),
+        (
+            ("data_fraction = { low = 0.3, high = 0.8 }", "data_fraction = { choices = [0.6, 1.3] }"),
+            r"search.data_fraction reaches 1.3, where data_fraction=1.3 must lie strictly between 0 and 1",
+        ),
         (("threshold = 0.5", "threshold = 1.5"), r"pruner: threshold=1.5 must lie in \[0, 1\]"),
         (
             ("[search]", "[search]\ngrok_threshold = { low = 0.9, high = 0.99 }"),

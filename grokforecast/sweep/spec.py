@@ -268,7 +268,13 @@ def load_study_spec(path: str | Path) -> StudySpec:
         raise ConfigError(f"{path}: cannot read: {error}") from None
     spec = parse_study_text(text, str(path))
     try:
-        config = spec.train_config(_midpoint(spec))
+        middle = _midpoint(spec)
+        for name, value in _extremes(spec):  # every end of every range: a trial may draw it
+            try:
+                spec.train_config({**middle, name: value})
+            except ConfigError as error:
+                raise ConfigError(f"search.{name} reaches {value!r}, where {error}") from None
+        config = spec.train_config(middle)
         # Build the workload once (data table and model, no training): a bad workload
         # option (an unknown op, p not prime for division) fails here, not in trial 0.
         from grokforecast.training.workloads import build_problem
@@ -338,6 +344,17 @@ def _closest_key(location: tuple[Any, ...]) -> str | None:
 def _is_union_branch(part: Any) -> bool:
     """pydantic's names for the branch of a union that failed, e.g. ``function-after[...]``."""
     return isinstance(part, str) and (part in ("Range", "Choices") or "[" in part)
+
+
+def _extremes(spec: StudySpec) -> list[tuple[str, Any]]:
+    """Each searched setting at each end of its range (every value of a choice)."""
+    ends: list[tuple[str, Any]] = []
+    for name, dist in spec.search.items():
+        if isinstance(dist, Choices):
+            ends += [(name, choice) for choice in dist.choices]
+        else:
+            ends += [(name, round(end) if name in INT_SETTINGS else end) for end in (dist.low, dist.high)]
+    return ends
 
 
 def _midpoint(spec: StudySpec) -> dict[str, Any]:
