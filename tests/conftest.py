@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from grokforecast.training import TrainConfig
-from studies import storage_urls
+from studies import SERVER_URL_VARIABLES, storage_urls
 
 
 @pytest.fixture(autouse=True)
@@ -28,11 +28,11 @@ def tiny_config() -> TrainConfig:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", *SERVER_URL_VARIABLES])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     urls = dict(storage_urls(tmp_path))
     if request.param not in urls:
-        pytest.skip("GROKFORECAST_TEST_POSTGRES_URL is not set")
+        pytest.skip(f"{SERVER_URL_VARIABLES[request.param]} is not set")
     return urls[request.param]
 
 

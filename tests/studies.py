@@ -51,10 +51,18 @@ grace_period = 3
 """
 
 
+#: The database servers the tests also run on, when these variables hold their URLs.
+SERVER_URL_VARIABLES = {
+    "postgres": "GROKFORECAST_TEST_POSTGRES_URL",
+    "mariadb": "GROKFORECAST_TEST_MARIADB_URL",
+}
+
+
 def storage_urls(tmp_path: Path) -> Iterator[tuple[str, str]]:
     yield "sqlite", f"sqlite:///{tmp_path / 'study.db'}"
-    if os.environ.get("GROKFORECAST_TEST_POSTGRES_URL"):
-        yield "postgres", os.environ["GROKFORECAST_TEST_POSTGRES_URL"]
+    for name, variable in SERVER_URL_VARIABLES.items():
+        if os.environ.get(variable):
+            yield name, os.environ[variable]
 
 
 def write_study(tmp_path: Path, text: str, name: str = "study.toml") -> Path:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -19,6 +18,7 @@ from grokforecast.forecast.fitting import probe_history
 from grokforecast.records import RunRecord
 from grokforecast.sweep.outcomes import grok_label, probed_outcomes
 from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR
+from studies import SERVER_URL_VARIABLES, storage_urls
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PROBE_FRACTION = 0.1
@@ -53,19 +53,12 @@ def replay_objective(records: list[RunRecord], report_every: int = 5) -> Callabl
     return objective
 
 
-def storages(tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    yield "memory", None
-    yield "sqlite", f"sqlite:///{tmp_path / 'study.db'}"
-    if os.environ.get("GROKFORECAST_TEST_POSTGRES_URL"):
-        yield "postgres", os.environ["GROKFORECAST_TEST_POSTGRES_URL"]
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
-    urls = dict(storages(tmp_path))
+@pytest.fixture(params=["memory", "sqlite", *SERVER_URL_VARIABLES])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    urls = {"memory": None, **dict(storage_urls(tmp_path))}
     if request.param not in urls:
-        pytest.skip("GROKFORECAST_TEST_POSTGRES_URL is not set")
-    yield urls[request.param]
+        pytest.skip(f"{SERVER_URL_VARIABLES[request.param]} is not set")
+    return urls[request.param]
 
 
 def _study(storage: str | None, pruner: HjorthPruner) -> optuna.Study:

@@ -110,6 +110,15 @@ def test_the_default_storage_is_a_sqlite_file_under_runs(tmp_path: Path) -> None
 # -- the study database ----------------------------------------------------------------------
 
 
+def test_a_long_curve_segment_round_trips_on_every_database(storage_url: str) -> None:
+    engine = open_storage(storage_url).engine
+    name = f"long-{uuid.uuid4().hex[:8]}"
+    steps = np.arange(30_000)  # 120 kB per column: past the 64 kB of a MySQL/MariaDB BLOB
+    write_curve_segment(engine, name, 0, {"train_loss": (steps, np.linspace(1, 0, steps.size))})
+    stored_steps, values = read_curves(engine, name)[0]["train_loss"]
+    assert (stored_steps == steps).all() and values[-1] == 0.0
+
+
 def test_sqlite_storage_runs_in_wal_mode_and_stores_curves_in_batches(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 'db' / 'study.db'}")
     with sqlite3.connect(tmp_path / "db" / "study.db") as connection:

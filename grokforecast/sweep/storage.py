@@ -23,11 +23,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import sqlalchemy as sa
+from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.engine import make_url
 
 from grokforecast.errors import GrokforecastError
 
 metadata = sa.MetaData()
+#: Packed curve segments; MySQL's and MariaDB's plain BLOB holds only 64 KiB.
+BLOB = sa.LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb")
 
 curves_table = sa.Table(
     "grokforecast_curves",
@@ -37,8 +40,8 @@ curves_table = sa.Table(
     sa.Column("trial_number", sa.Integer, nullable=False),
     sa.Column("series", sa.String(32), nullable=False),
     sa.Column("first_step", sa.Integer, nullable=False),
-    sa.Column("steps", sa.LargeBinary, nullable=False),
-    sa.Column("values", sa.LargeBinary, nullable=False),
+    sa.Column("steps", BLOB, nullable=False),
+    sa.Column("values", BLOB, nullable=False),
     sa.UniqueConstraint("study_name", "trial_number", "series", "first_step", name="uq_grokforecast_curves"),
     sa.Index("ix_grokforecast_curves_trial", "study_name", "trial_number"),
 )
