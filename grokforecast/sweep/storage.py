@@ -150,12 +150,24 @@ def open_storage(
             storage.engine.dispose()
         if not read_only:
             metadata.create_all(storage.engine)
-    except (sa.exc.SQLAlchemyError, ImportError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0]
+    except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as error:
         raise GrokforecastError(
-            f"cannot open storage {display_url(url)}: {first_line}; check the URL and that the server is up"
+            f"cannot open storage {display_url(url)}: {failure_reason(error)}; check the URL, the "
+            "credentials and that the server is up"
         ) from None
     return storage
+
+
+def failure_reason(error: BaseException) -> str:
+    """The first line of what the database driver said, under Optuna's and SQLAlchemy's
+    wrappers (Optuna's own message blames "invalid data in the commit" for everything)."""
+    while True:
+        inner = getattr(error, "orig", None) or error.__cause__
+        if inner is None or inner is error:
+            break
+        error = inner
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _prepare_sqlite(database: str | None) -> None:
