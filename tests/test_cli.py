@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from collections.abc import Callable
 import sys
 from pathlib import Path
 
@@ -136,20 +137,13 @@ def _truncated_study(path: Path) -> Path:
 )
 @pytest.mark.parametrize("command", [["status", "kept"], ["studies"], ["export", "kept"], ["report", "kept"]])
 def test_a_failing_study_database_is_one_line_and_left_as_it_was(
-    tmp_path: Path, url, problem: str, command: list[str]
+    tmp_path: Path, url: Callable[[Path], str], problem: str, command: list[str]
 ) -> None:
     storage = url(tmp_path)
     database = Path(storage.removeprefix("sqlite:///")) if storage.startswith("sqlite") else None
     before = database.read_bytes() if database and database.exists() else None
-    result = (
-        run(*command, "--storage", storage, "-o", str(tmp_path / "out"))
-        if command[0]
-        in (
-            "export",
-            "report",
-        )
-        else run(*command, "--storage", storage)
-    )
+    writes = ["-o", str(tmp_path / "out")] if command[0] in ("export", "report") else []
+    result = run(*command, "--storage", storage, *writes)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("error: ") and problem in result.stderr and "secret" not in result.stderr
     if database is not None:
