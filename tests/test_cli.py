@@ -2,8 +2,8 @@
 
 import json
 import subprocess
-from collections.abc import Callable
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
