@@ -36,6 +36,7 @@ from grokforecast.vocabulary import DECISION_ATTR
 from studies import GROKFORECAST, storage_urls, study_text, write_study
 
 NAME = "viz"
+LOCAL = "http://127.0.0.1:8080"  # the Host a browser on this machine sends
 FIGURE_IDS = ("heatmaps", "curves", "timeline", "grok-time", "calibration")
 
 
@@ -297,7 +298,7 @@ def test_to_optuna_dashboard_saves_the_figures_and_a_note_per_pruned_trial(swept
 
 
 def test_the_dashboard_serves_studies_trials_and_live_updates(swept: SweepPlan) -> None:
-    client = TestClient(create_app(swept.storage_url))
+    client = TestClient(create_app(swept.storage_url), base_url=LOCAL)
     listing = client.get("/")
     assert listing.status_code == 200 and f"/study/{NAME}" in listing.text
 
@@ -371,8 +372,32 @@ def test_a_study_name_with_slashes_stays_a_name_in_files_and_links(tmp_path: Pat
     assert exported.returncode == 0, exported.stderr
     assert sorted(p.name for p in out.iterdir()) == ["_team_run_1-curves.csv", "_team_run_1-trials.csv"]
     assert not (tmp_path / "team").exists()
-    client = TestClient(create_app(url))
+    client = TestClient(create_app(url), base_url=LOCAL)
     link = re.search(r"href='(/study/[^']+)'", client.get("/").text).group(1)
     assert link == "/study/..%2Fteam%2Frun%201"
     assert client.get(link).status_code == 200
     assert client.get(f"{link}/trial/1").status_code == 200
+
+
+def test_the_dashboard_answers_only_its_own_host_with_confining_headers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'guard.db'}"
+    study = optuna.create_study(study_name="guarded", storage=url)
+
+    def objective(trial: optuna.Trial) -> float:
+        # A user's objective may store anything: a grok step that is text, a decision that is a word.
+        trial.set_user_attr("t4", "soon")
+        trial.set_user_attr(DECISION_ATTR, "keep")
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(objective, n_trials=1)
+    app = create_app(url)
+    rebinding = TestClient(app, base_url="http://attacker.example:8080").get("/")
+    assert rebinding.status_code == 400  # a page elsewhere cannot read it through DNS rebinding
+    assert TestClient(app, base_url="http://dash.lab:8080").get("/").status_code == 400
+    allowed = TestClient(create_app(url, allowed_hosts=["dash.lab"]), base_url="http://dash.lab:8080")
+    assert allowed.get("/").status_code == 200
+    page = TestClient(app, base_url=LOCAL).get("/study/guarded")
+    assert page.status_code == 200  # the odd attributes are shown as missing, not a 500
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+    assert TestClient(app, base_url=LOCAL).get("/study/guarded/trial/0").status_code == 200

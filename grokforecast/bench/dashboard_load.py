@@ -103,7 +103,7 @@ def time_study_page(url: str, name: str, repeats: int = 5) -> tuple[list[float],
 
     from grokforecast.viz.dashboard import create_app
 
-    client = TestClient(create_app(url))
+    client = TestClient(create_app(url), base_url="http://127.0.0.1:8080")  # a loopback Host
     page_seconds, api_seconds, size = [], [], 0
     for _ in range(repeats):
         started = time.perf_counter()

@@ -8,8 +8,6 @@ import click
 
 from grokforecast.cli.status import open_study, storage_option, study_argument
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
 
 @click.command()
 @study_argument
@@ -59,15 +57,25 @@ def report(study: str, storage: str | None, out_path: Path | None, to_optuna_das
     type=click.FloatRange(min=1.0),
     help="Seconds between a study page's checks for new results.",
 )
-def dashboard(storage: str, host: str, port: int, refresh: float) -> None:
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A host name the dashboard answers besides loopback ones, e.g. the machine's name "
+    "when bound to another interface (repeatable). Other Host headers get 400.",
+)
+def dashboard(storage: str, host: str, port: int, refresh: float, allowed_hosts: tuple[str, ...]) -> None:
     """Serve a read-only web dashboard of the studies in a database."""
     import uvicorn
 
     from grokforecast.sweep.storage import display_url
     from grokforecast.viz.dashboard import create_app
+    from grokforecast.viz.web_security import LOOPBACK_HOSTS
 
-    app = create_app(storage, refresh_seconds=refresh)
-    if host not in LOCAL_HOSTS:
+    bound = () if host in LOOPBACK_HOSTS or host in ("0.0.0.0", "::") else (host,)
+    app = create_app(storage, refresh_seconds=refresh, allowed_hosts=(*bound, *allowed_hosts))
+    if host not in LOOPBACK_HOSTS:
         click.echo(
             f"warning: binding {host}: anyone who can reach port {port} can read every study in "
             "this database (the dashboard has no login)",

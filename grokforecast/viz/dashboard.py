@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from functools import cache
 from html import escape
 from urllib.parse import quote
@@ -39,12 +40,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from grokforecast.sweep.storage import open_storage
 from grokforecast.viz import figures
 from grokforecast.viz.html import figure_div, outcome_dot, page, summary, table, trial_facts, trials_table
 from grokforecast.viz.report import study_figures
 from grokforecast.viz.study_data import StudyView, display_curves, load_study_view, trial_view
+from grokforecast.viz.web_security import guarded
 
 PLOTLY_JS = "/static/plotly.min.js"
 
@@ -74,8 +77,9 @@ REFRESH_SCRIPT = """
 """
 
 
-def create_app(storage_url: str, refresh_seconds: float = 10.0) -> Starlette:
-    """The dashboard's ASGI app over the study database at ``storage_url`` (read-only)."""
+def create_app(storage_url: str, refresh_seconds: float = 10.0, allowed_hosts: Sequence[str] = ()) -> ASGIApp:
+    """The dashboard's ASGI app over the study database at ``storage_url`` (read-only),
+    answering loopback names and ``allowed_hosts`` only (:mod:`grokforecast.viz.web_security`)."""
     storage = open_storage(storage_url, read_only=True)
     engine = storage.engine
     refresh_ms = int(refresh_seconds * 1000)
@@ -187,7 +191,7 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0) -> Starlette:
             status_code=error.status_code,
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", study_list),
             # Study names are anyone's text, "/" included: matched as paths, trial pages first.
@@ -199,6 +203,7 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0) -> Starlette:
         ],
         exception_handlers={HTTPException: not_found},
     )
+    return guarded(app, allowed_hosts)
 
 
 def fingerprint(view: StudyView) -> str:

@@ -131,8 +131,10 @@ def _view(
     attrs: dict[str, Any],
     last_step: int | None,
 ) -> TrialView:
-    decision = attrs.get(DECISION_ATTR) or {}
-    probability = decision.get("probability")
+    # Attributes are anyone's data (a user's own objective may set them): read defensively.
+    decision = attrs.get(DECISION_ATTR)
+    decision = decision if isinstance(decision, dict) else {}
+    steps = _number(attrs.get("steps_trained"))
     return TrialView(
         number=number,
         state=state,
@@ -140,18 +142,40 @@ def _view(
         value=value,
         outcome=_outcome(state, attrs),
         # A running trial has no steps_trained yet: its last report tells how far it is.
-        steps_trained=int(attrs.get("steps_trained", last_step or 0)),
-        grokked=bool(attrs.get("grokked", False)),
-        t2=attrs.get("t2"),
-        t4=attrs.get("t4"),
-        final_val_acc=attrs.get("final_val_acc"),
-        probability=None if probability is None or math.isnan(probability) else float(probability),
-        decision=decision.get("decision"),
-        probe_step=decision.get("step"),
-        reason=decision.get("reason"),
-        features=dict(decision.get("features") or {}),
-        contributions=dict(decision.get("main_features") or {}),
+        steps_trained=int(steps) if steps is not None else last_step or 0,
+        grokked=attrs.get("grokked") is True,
+        t2=_step(attrs.get("t2")),
+        t4=_step(attrs.get("t4")),
+        final_val_acc=_number(attrs.get("final_val_acc")),
+        probability=_number(decision.get("probability")),
+        decision=_text(decision.get("decision")),
+        probe_step=_step(decision.get("step")),
+        reason=_text(decision.get("reason")),
+        features=_numbers(decision.get("features")),
+        contributions=_numbers(decision.get("main_features")),
     )
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, else None (a string, a NaN, a list...)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _step(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in ((k, _number(v)) for k, v in value.items()) if v is not None}
 
 
 def _rdb_trial_views(engine: sa.Engine, study_id: int) -> Iterator[TrialView]:
@@ -220,7 +244,7 @@ def _outcome(state: TrialState, attrs: dict[str, Any]) -> str:
         return "diverged"
     if state is TrialState.PRUNED:
         return "pruned"
-    return "grokked" if attrs.get("grokked") else "kept, did not grok"
+    return "grokked" if attrs.get("grokked") is True else "kept, did not grok"
 
 
 def display_curves(
