@@ -102,7 +102,7 @@ def _reap(study: optuna.Study, plan: SweepPlan) -> None:
         return
     grace = heartbeat.stale_after + heartbeat.heartbeat_interval
     print(f"{running} trial(s) RUNNING: up to {grace} s to tell the dead workers' ones", file=sys.stderr)
-    alive = reap_dead_trials(study, grace)
+    alive = reap_dead_trials(study, grace, heartbeat.max_retry)
     if alive:
         print(f"{alive} trial(s) still running elsewhere (their heartbeats are alive)", file=sys.stderr)
 

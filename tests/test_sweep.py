@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from optuna.trial import TrialState
 
-from grokforecast.backends.optuna.workers import retry_interrupted, run_worker
+from grokforecast.backends.optuna.workers import reap_dead_trials, retry_interrupted, run_worker
 from grokforecast.errors import ConfigError, GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.spec import load_study_spec
@@ -445,6 +445,15 @@ def test_a_retry_falls_back_past_a_bad_checkpoint_and_the_finished_run_leaves_no
         "is not a readable grokforecast checkpoint" in m and "trial-0.pt.bad" in m for m in caplog.messages
     )
     assert sorted(p.name for p in plan.checkpoint_dir.iterdir()) == ["trial-0.pt.bad"]  # kept for a look
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_reaped_too(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat_interval=1, grace_period=2, max_retry=3)
+    study = optuna.create_study(study_name=f"reap-{uuid.uuid4().hex[:8]}", storage=storage)
+    with pytest.warns(UserWarning, match="Heartbeat"):  # asked outside optimize: no heartbeat, as if killed
+        study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert reap_dead_trials(study, grace_seconds=2.5, max_retry=3) == 0
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.WAITING]  # failed, queued
 
 
 def test_status_studies_export_and_optuna_dashboard_read_the_study(in_tmp: Path) -> None:

@@ -268,6 +268,62 @@ def dashboard_load(n_trials: int, steps: int, repeats: int, storage: str | None)
     )
 
 
+@bench.command("faults")
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--storage",
+    "storages",
+    multiple=True,
+    metavar="URL",
+    help="Study database to run on (repeatable) [default: a fresh SQLite file].",
+)
+@click.option("--workers", "worker_counts", multiple=True, type=click.IntRange(min=1), default=(1, 2, 3))
+@click.option(
+    "--kills", type=click.IntRange(min=0), default=3, show_default=True, help="SIGKILLs per campaign."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the kill times and targets.")
+def faults(
+    study_file: Path, storages: tuple[str, ...], worker_counts: tuple[int, ...], kills: int, seed: int
+) -> None:
+    """SIGKILL the sweep of STUDY_FILE again and again, resume it, and count what was lost.
+
+    One campaign per storage and worker count: each of --kills rounds starts a resume with
+    that many workers and kills, a few seconds in, the whole sweep or one worker; then the
+    study is resumed to the end and read back.
+    """
+    import re
+    import tempfile
+
+    import optuna
+
+    from grokforecast.bench.faults import run_campaign
+    from grokforecast.sweep.plan import SweepPlan
+    from grokforecast.sweep.study import create_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    click.echo(_machine())
+    click.echo(
+        "| storage | workers | kills (one worker) | finished / target | left RUNNING | parameter sets run "
+        "twice | curves with a step missing or doubled | trials interrupted | continued from a checkpoint |"
+    )
+    click.echo("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory(prefix="grokforecast-faults-") as workdir:
+        for storage in storages or (f"sqlite:///{Path(workdir) / 'faults.db'}",):
+            for workers in worker_counts:
+                name = f"faults-{workers}-{seed}-{os.getpid()}-{len(os.listdir(workdir))}"
+                text = re.sub(r"(?m)^name\s*=.*$", f'name = "{name}"', study_file.read_text())
+                spec_path = Path(workdir) / f"{name}.toml"
+                spec_path.write_text(text)
+                plan = SweepPlan.load(spec_path, storage)
+                create_study(plan)
+                r = run_campaign(plan, workers, kills, seed + workers)
+                click.echo(
+                    f"| {storage.split(':')[0].split('+')[0]} | {workers} | {r.kills} ({r.worker_kills}) | "
+                    f"{r.finished} / {r.target} | {r.running} | {r.repeated} | {r.curve_faults} | "
+                    f"{r.interrupted} | {r.continued} |"
+                )
+
+
 @bench.command("replay")
 @click.option(
     "--corpus",

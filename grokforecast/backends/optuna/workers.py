@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 
 import optuna
+import sqlalchemy as sa
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 from grokforecast.backends.optuna.objective import TrialRun
@@ -116,18 +118,44 @@ class StopAtTarget:
             study.stop()
 
 
-def reap_dead_trials(study: optuna.Study, grace_seconds: float) -> int:
+def reap_dead_trials(study: optuna.Study, grace_seconds: float, max_retry: int) -> int:
     """Fail (and so retry from their checkpoints) the RUNNING trials whose worker is gone,
     waiting ``grace_seconds`` for their heartbeats to go stale; returns how many still run
     (their workers, elsewhere, are alive). A resume calls this first: a worker killed
-    moments before leaves its trial RUNNING with a fresh heartbeat."""
+    moments before leaves its trial RUNNING with a fresh heartbeat. A worker killed between
+    creating its trial and the trial's first heartbeat leaves one that Optuna's check never
+    sees: if it still has no heartbeat after the wait, it is failed here."""
+    silent = _without_heartbeat(study)
     deadline = time.monotonic() + grace_seconds
     while True:
         optuna.storages.fail_stale_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if not running or time.monotonic() >= deadline:
-            return running
+            break
         time.sleep(1.0)
+    never_beat = silent & _without_heartbeat(study)
+    if never_beat:
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial._trial_id in never_beat:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                retry(study, study._storage.get_trial(trial._trial_id))
+    return running - len(never_beat)
+
+
+def _without_heartbeat(study: optuna.Study) -> set[int]:
+    """Ids of the study's RUNNING trials that have recorded no heartbeat (RDB storage)."""
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's trial cache
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return set()
+    trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    query = sa.select(trials.c.trial_id).where(
+        trials.c.study_id == study._study_id,
+        trials.c.state == TrialState.RUNNING,
+        ~trials.c.trial_id.in_(sa.select(beats.c.trial_id)),
+    )
+    with storage.engine.connect() as connection:
+        return set(connection.execute(query).scalars())
 
 
 def run_worker(

@@ -1,0 +1,40 @@
+"""Fault injection: sweeps SIGKILLed again and again, then resumed until done.
+
+Whatever dies, and however often, the study must end as if nothing had happened: exactly
+``n_trials`` finished trials, none left RUNNING, no parameter set run twice, every stored
+curve with each step once and in order (:mod:`grokforecast.bench.faults`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from grokforecast.bench.faults import FaultReport, run_campaign
+from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.study import create_study
+from studies import study_text, write_study
+
+
+def _campaign(tmp_path: Path, storage_url: str, workers: int, kills: int, seed: int) -> FaultReport:
+    name = f"faults-{workers}-{seed}-{time.time_ns()}"
+    text = study_text(name, n_trials=5, threshold=0.5, full_steps=1200)
+    plan = SweepPlan.load(write_study(tmp_path, text, f"{name}.toml"), storage_url)
+    create_study(plan)
+    return run_campaign(plan, workers, kills, seed)
+
+
+def test_a_sweep_killed_once_resumes_to_exactly_its_trials(tmp_path: Path) -> None:
+    report = _campaign(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", workers=2, kills=1, seed=0)
+    assert report.intact, report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_sweeps_killed_again_and_again_lose_repeat_and_strand_nothing(
+    tmp_path: Path, storage_url: str, workers: int
+) -> None:
+    report = _campaign(tmp_path, storage_url, workers=workers, kills=3, seed=workers)
+    assert report.intact and report.kills == 3, report
