@@ -1,8 +1,9 @@
 """A fault campaign: a sweep SIGKILLed again and again at random moments, then resumed.
 
 What a cluster does to a sweep all the time (preemption, the OOM killer, a lost node):
-each round starts ``grokforecast resume`` with ``workers`` processes and, a few seconds
-in, SIGKILLs either the whole sweep (parent and workers) or one worker. Then the study is
+each round starts ``grokforecast resume`` with ``workers`` processes and, once a trial is
+training, a random moment later SIGKILLs either the whole sweep (parent and workers) or
+one worker. Then the study is
 resumed until it reports done, and read back: trials finished against the target, left
 RUNNING, run twice with the same parameters, curves with a step missing or doubled, and
 how many trials were interrupted and how many continued from a checkpoint.
@@ -27,8 +28,11 @@ from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage, read_curves
 from grokforecast.sweep.study import FINISHED
 
-#: Seconds into a round at which the kill falls (the imports take about three).
-KILL_AFTER_SECONDS = (4.0, 9.0)
+#: Seconds after the round's first trial started at which the kill falls: before, at or
+#: after the probe, in the checkpointed long runs of kept trials.
+KILL_AFTER_SECONDS = (0.5, 6.0)
+#: Longest wait for a round's first trial (the workers import torch first).
+START_TIMEOUT_SECONDS = 120.0
 RESUMES_TO_FINISH = 3
 
 
@@ -65,6 +69,7 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
             start_new_session=True,
             cwd=plan.spec_path.parent,  # checkpoints under the study file's folder
         )
+        _wait_for_a_running_trial(plan, sweep)
         time.sleep(rng.uniform(*KILL_AFTER_SECONDS))
         children = _children(sweep.pid)
         if children and rng.random() < 0.5:
@@ -82,6 +87,18 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
     else:
         raise RuntimeError(f"the study did not finish after {RESUMES_TO_FINISH} resumes: {done.stderr}")
     return _read_back(plan, kills, worker_kills)
+
+
+def _wait_for_a_running_trial(plan: SweepPlan, sweep: subprocess.Popen) -> None:
+    """Until a trial of this round is RUNNING (not one a killed worker left), or the round ends."""
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while sweep.poll() is None and time.monotonic() < deadline:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if any(t.number not in before for t in running):
+            return
+        time.sleep(0.2)
 
 
 def _read_back(plan: SweepPlan, kills: int, worker_kills: int) -> FaultReport:
