@@ -30,7 +30,7 @@ from grokforecast.sweep.study import FINISHED
 
 #: Seconds after the round's first trial started at which the kill falls: before, at or
 #: after the probe, in the checkpointed long runs of kept trials.
-KILL_AFTER_SECONDS = (0.5, 6.0)
+KILL_AFTER_SECONDS = (1.0, 10.0)
 #: Longest wait for a round's first trial (the workers import torch first).
 START_TIMEOUT_SECONDS = 120.0
 RESUMES_TO_FINISH = 3
@@ -60,7 +60,7 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
     rng = random.Random(seed)
     command = [*_grokforecast(), "resume", str(plan.spec_path), "--storage", plan.storage_url]
     command += ["--workers", str(workers)]
-    worker_kills = 0
+    made = worker_kills = 0
     for _ in range(kills):
         sweep = subprocess.Popen(
             command,
@@ -72,11 +72,15 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
         _wait_for_a_running_trial(plan, sweep)
         time.sleep(rng.uniform(*KILL_AFTER_SECONDS))
         children = _children(sweep.pid)
-        if children and rng.random() < 0.5:
-            os.kill(rng.choice(children), signal.SIGKILL)  # one worker: the others go on
-            worker_kills += 1
-        else:
-            os.killpg(sweep.pid, signal.SIGKILL)  # the parent and its workers at once
+        try:
+            if children and rng.random() < 0.5:
+                os.kill(rng.choice(children), signal.SIGKILL)  # one worker: the others go on
+                worker_kills += 1
+            else:
+                os.killpg(sweep.pid, signal.SIGKILL)  # the parent and its workers at once
+            made += 1
+        except ProcessLookupError:
+            pass  # the round finished the study first: nothing left to kill
         sweep.wait(timeout=900)
     for _ in range(RESUMES_TO_FINISH):
         done = subprocess.run(
@@ -86,7 +90,7 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
             break
     else:
         raise RuntimeError(f"the study did not finish after {RESUMES_TO_FINISH} resumes: {done.stderr}")
-    return _read_back(plan, kills, worker_kills)
+    return _read_back(plan, made, worker_kills)
 
 
 def _wait_for_a_running_trial(plan: SweepPlan, sweep: subprocess.Popen) -> None:
