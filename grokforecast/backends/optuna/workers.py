@@ -188,19 +188,22 @@ def run_worker(
         study.optimize(objective, callbacks=[StopAtTarget(target)], gc_after_trial=False)
 
 
-def _drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
+def _quiet_trial_failures(record: logging.LogRecord) -> bool:
     kind = record.exc_info[0] if record.exc_info else None
-    if kind is not None and issubclass(kind, SurplusTrial):
-        return False  # nothing ran: not news
-    if kind is not None and issubclass(kind, KeyboardInterrupt):
+    if kind is None:
+        return True
+    if issubclass(kind, SurplusTrial | sa.exc.SQLAlchemyError | optuna.exceptions.StorageInternalError):
+        return False  # nothing ran, or the command reports the database's failure in one line
+    if issubclass(kind, KeyboardInterrupt):
         record.exc_info = None
     return True
 
 
 def quiet_interrupted_trials() -> None:
     """Optuna logs a trial stopped by Ctrl-C with a full traceback; keep it to one line
-    (and a surplus trial, which ran nothing, to none)."""
-    logging.getLogger("optuna.study._optimize").addFilter(_drop_interrupt_tracebacks)
+    (and a surplus trial, which ran nothing, or a failing database, which the command
+    reports itself, to none)."""
+    logging.getLogger("optuna.study._optimize").addFilter(_quiet_trial_failures)
 
 
 def _worker_main(plan: SweepPlan, worker_index: int, threads: int, n_trials: int, parent_pid: int) -> None:
