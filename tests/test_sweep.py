@@ -172,7 +172,7 @@ def test_a_sweep_prunes_at_the_probe_and_stores_every_curve_once(in_tmp: Path, s
         steps, values = curves[trial.number]["train_loss"]
         assert (steps == np.arange(plan.spec.budget.probe_steps)).all() and np.isfinite(values).all()
         assert (curves[trial.number]["val_acc"][0] == np.arange(0, 41, 10)).all()
-    assert not list(plan.checkpoint_dir.glob("*.pt"))  # finished trials leave no checkpoint
+    assert not list(plan.checkpoint_dir.glob("*.pt*"))  # finished trials leave no checkpoint
     assert summarize(study, plan.spec.budget.full_steps).saved == pytest.approx(1 - 40 / 240)
 
 
@@ -196,6 +196,16 @@ def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_
         assert sorted(trial.intermediate_values) == [0, 40, 50, 100, 150, 200, 240]  # val_acc
         assert trial.intermediate_values[240] == pytest.approx(trial.value, abs=1e-6)
     assert "2 trials finished: 2 complete, 0 pruned" in report_text(study, 240)
+
+
+def test_keep_checkpoints_keeps_a_finished_trials_last_checkpoint(in_tmp: Path) -> None:
+    text = study_text("keep", n_trials=1, threshold=0.0).replace(
+        "checkpoint_every = 100", "checkpoint_every = 100\nkeep_checkpoints = true"
+    )
+    plan = SweepPlan.load(write_study(in_tmp, text), f"sqlite:///{in_tmp / 'keep.db'}")
+    create_study(plan)
+    run_worker(plan)
+    assert Trainer.resume(plan.checkpoint_dir / "trial-0.pt").step > plan.spec.budget.probe_steps  # kept
 
 
 def test_a_trial_that_held_the_threshold_ends_early(in_tmp: Path) -> None:

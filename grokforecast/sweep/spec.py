@@ -107,6 +107,8 @@ class BudgetSpec(_Strict):
     full_steps: Annotated[int, Field(ge=1)]
     hold_steps: Annotated[int, Field(ge=0)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 500
+    #: Keep a finished trial's last checkpoint (to continue or inspect it) instead of removing it.
+    keep_checkpoints: bool = False
     report_every: Annotated[int, Field(ge=1)] = 50
 
     @model_validator(mode="after")

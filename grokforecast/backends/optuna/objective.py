@@ -126,7 +126,8 @@ class OptunaTrialHost:
         for key, value in ending.items():
             if value is not None or key != RESUMED_FROM_ATTR:
                 self.trial.set_user_attr(key, value)
-        self.run.remove_checkpoints([self.trial.number, *self._retried])  # the run is over
+        if not self.run.plan.spec.budget.keep_checkpoints:
+            self.run.remove_checkpoints([self.trial.number, *self._retried])  # the run is over
         stopped = ending[STOPPED_ATTR]
         if stopped == "diverged":
             record = DecisionRecord.diverged("train_loss", ending["diverged_at"])
