@@ -125,8 +125,8 @@ def _while_polling(study: optuna.Study, shown: SweepProgress, train: Callable[[]
         train()
     except shutdown.StopRequested as stopped:  # the trial is checkpointed and marked FAIL
         raise SweepInterrupted(stopped.signum) from None
-    except KeyboardInterrupt:  # a second Ctrl-C: Optuna has marked the running trial FAIL
-        raise SweepInterrupted(signal.SIGINT) from None
+    except KeyboardInterrupt:  # the signal again: Optuna has marked the running trial FAIL
+        raise SweepInterrupted(shutdown.requested() or signal.SIGINT) from None
     finally:
         stop.set()
         poller.join()
@@ -157,8 +157,8 @@ def _train_in_workers(plan: SweepPlan, study: optuna.Study, shown: SweepProgress
             deadline = time.monotonic() + STOP_GRACE_SECONDS
             for process in processes:
                 process.join(timeout=max(0.0, deadline - time.monotonic()))
-    except KeyboardInterrupt:  # a second Ctrl-C: stop now
-        signum = signal.SIGINT
+    except KeyboardInterrupt:  # the signal again: stop now
+        signum = shutdown.requested() or signal.SIGINT
     for process in processes:
         if process.is_alive():
             process.kill()

@@ -22,20 +22,21 @@ def test_the_first_signal_is_recorded_and_raised_where_asked() -> None:
         raise_if_requested()  # nothing yet
         os.kill(os.getpid(), signal.SIGTERM)
         assert requested() is signal.SIGTERM
-        os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM changes nothing
+        os.kill(os.getpid(), signal.SIGINT)  # another signal: the same request, the stop goes on
         with pytest.raises(StopRequested) as stopped:
             raise_if_requested()
     assert stopped.value.signum is signal.SIGTERM and isinstance(stopped.value, KeyboardInterrupt)
     assert signal.getsignal(signal.SIGTERM) is before and requested() is None
 
 
-def test_a_second_ctrl_c_interrupts_at_once() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_same_signal_twice_interrupts_at_once(signum: signal.Signals) -> None:
     before = signal.getsignal(signal.SIGINT)
     with graceful_stop(), graceful_stop():  # nested, as a worker within a sweep
-        os.kill(os.getpid(), signal.SIGINT)
-        assert requested() is signal.SIGINT
+        os.kill(os.getpid(), signum)
+        assert requested() is signum
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
     assert signal.getsignal(signal.SIGINT) is before
 
 

@@ -6,8 +6,8 @@ locked or the process hung. Within :func:`graceful_stop` the first SIGINT or SIG
 records the request; the trial lifecycle reads it between training segments
 (:func:`raise_if_requested`, every ~100 steps), checkpoints the trial and raises
 :class:`StopRequested` there, at a point where nothing is half-written. Optuna marks the
-trial FAIL, and ``grokforecast resume`` continues it from that checkpoint. A second
-Ctrl-C stops at once, as users expect of a program that is slow to stop.
+trial FAIL, and ``grokforecast resume`` continues it from that checkpoint. The same
+signal a second time stops at once, as users expect of a program that is slow to stop.
 
 Worker processes die with their parent: on Linux, a worker asks the kernel for SIGTERM when
 the parent is gone (:func:`stop_with_parent`), so a killed sweep leaves no orphan training.
@@ -65,8 +65,10 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     global _requested
     if _requested is None:
         _requested = signal.Signals(signum)
-    elif signum == signal.SIGINT:  # Ctrl-C again: stop now
+    elif signum == _requested:  # the same signal again (Ctrl-C twice, kill twice): stop now
         raise KeyboardInterrupt
+    # Another signal after the first (a worker's SIGTERM from its parent after the
+    # terminal's Ctrl-C reached them both) is the same request: the stop goes on.
 
 
 @contextmanager
