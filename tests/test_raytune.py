@@ -96,7 +96,10 @@ def test_in_a_plain_tuner_each_decision_is_in_the_trials_results_and_printed(
         tune_config=tune.TuneConfig(scheduler=scheduler, metric="val_acc", mode="max"),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[scheduler.callback()]),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()  # the local runtime fit started: later tests start their own clusters
     printed = capsys.readouterr().out
     assert len(grid) == len(records)
     for result in grid:

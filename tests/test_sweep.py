@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from grokforecast.backends.optuna.workers import reap_dead_trials, retry_interrupted, run_worker
+from grokforecast.bench.faults import child_processes
 from grokforecast.errors import ConfigError, GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.spec import load_study_spec
@@ -314,11 +315,6 @@ def test_ctrl_c_leaves_a_resumable_study(in_tmp: Path) -> None:
     assert study.trials[1].user_attrs["resumed_from"]["step"] >= plan.spec.budget.probe_steps
 
 
-def _children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (Linux)."""
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
@@ -346,7 +342,7 @@ def test_sigterm_checkpoints_the_running_trial_and_says_how_to_resume(in_tmp: Pa
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
 def test_workers_stop_with_their_parent(in_tmp: Path, stop: signal.Signals) -> None:
     plan, sweep = _long_sweep(in_tmp, 2, "--workers", "2")
-    workers = _children(sweep.pid)
+    workers = child_processes(sweep.pid)
     sweep.send_signal(stop)  # to the parent only, as `docker stop` or the OOM killer would
     sweep.communicate(timeout=120)
     assert sweep.returncode == (143 if stop is signal.SIGTERM else -signal.SIGKILL)

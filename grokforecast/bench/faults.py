@@ -71,7 +71,7 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
         )
         _wait_for_a_running_trial(plan, sweep)
         time.sleep(rng.uniform(*KILL_AFTER_SECONDS))
-        children = _children(sweep.pid)
+        children = child_processes(sweep.pid)
         try:
             if children and rng.random() < 0.5:
                 os.kill(rng.choice(children), signal.SIGKILL)  # one worker: the others go on
@@ -134,7 +134,7 @@ def _grokforecast() -> list[str]:
     return [sys.executable, "-c", "import sys; from grokforecast.cli import main; sys.exit(main())"]
 
 
-def _children(pid: int) -> list[int]:
+def child_processes(pid: int) -> list[int]:
     """The child processes of ``pid`` (Linux; none elsewhere, and then the whole sweep is killed)."""
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

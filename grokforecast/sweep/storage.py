@@ -92,6 +92,12 @@ def misread_absolute_path(url: str) -> str | None:
     )
 
 
+def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The study's RDB storage, under Optuna's trial cache; None for another kind."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else None
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,

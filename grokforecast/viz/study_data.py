@@ -24,7 +24,7 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from grokforecast.sweep.plan import stored_spec
-from grokforecast.sweep.storage import curves_table, read_curves
+from grokforecast.sweep.storage import curves_table, rdb_storage, read_curves
 from grokforecast.vocabulary import DECISION_ATTR
 
 #: Outcomes a trial can have, in legend order, with the colour every view gives them.
@@ -98,8 +98,8 @@ def load_study_view(study: optuna.Study) -> StudyView:
     """
     spec = stored_spec(study)
     direction = study.direction.name.lower() if len(study.directions) == 1 else "multi-objective"
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's trial cache
-    if isinstance(storage, optuna.storages.RDBStorage):
+    storage = rdb_storage(study)
+    if storage is not None:
         trials = list(_rdb_trial_views(storage.engine, study._study_id))
     else:
         trials = [trial_view(t) for t in study.get_trials(deepcopy=False)]

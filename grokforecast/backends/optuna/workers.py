@@ -34,6 +34,7 @@ from grokforecast.errors import GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.shutdown import graceful_stop, stop_with_parent
 from grokforecast.sweep.spec import StudySpec
+from grokforecast.sweep.storage import rdb_storage
 from grokforecast.sweep.study import FINISHED, load_study
 from grokforecast.vocabulary import SURPLUS_ATTR
 
@@ -76,13 +77,13 @@ def retry_interrupted(study: optuna.Study, max_retry: int) -> int:
     return queued
 
 
-def claimed_trials(study: optuna.Study) -> int:
+def claimed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials that count towards the target: finished ones, and running ones whose
     worker is alive (a dead worker's trial is failed first, through its stale heartbeat,
     and retried). Counted before each new trial, so that racing workers stop at the
     target instead of each finishing one more."""
     optuna.storages.fail_stale_trials(study)
-    return len(study.get_trials(deepcopy=False, states=CLAIMED))
+    return study.get_trials(deepcopy=False, states=CLAIMED)
 
 
 class SurplusTrial(Exception):
@@ -97,9 +98,7 @@ def within_target(objective: Callable[[optuna.Trial], float], target: int) -> Ca
 
     def run(trial: optuna.Trial) -> float:
         study = trial.study
-        optuna.storages.fail_stale_trials(study)
-        claimed = study.get_trials(deepcopy=False, states=CLAIMED)
-        if sum(t.number < trial.number for t in claimed) >= target:
+        if sum(t.number < trial.number for t in claimed_trials(study)) >= target:
             study._storage.set_trial_system_attr(trial._trial_id, SURPLUS_ATTR, True)
             raise SurplusTrial(f"trial {trial.number} is past the target of {target}")
         return objective(trial)
@@ -114,7 +113,7 @@ class StopAtTarget:
         self.target = target
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if claimed_trials(study) >= self.target:
+        if len(claimed_trials(study)) >= self.target:
             study.stop()
 
 
@@ -145,8 +144,8 @@ def reap_dead_trials(study: optuna.Study, grace_seconds: float, max_retry: int) 
 
 def _without_heartbeat(study: optuna.Study) -> set[int]:
     """Ids of the study's RUNNING trials that have recorded no heartbeat (RDB storage)."""
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's trial cache
-    if not isinstance(storage, optuna.storages.RDBStorage):
+    storage = rdb_storage(study)
+    if storage is None:
         return set()
     trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
     query = sa.select(trials.c.trial_id).where(
@@ -180,7 +179,7 @@ def run_worker(
     storage = storage or plan.open_storage()
     study = load_study(plan, worker_index, storage, pruner=make_pruner(plan.spec))
     target = n_trials or plan.spec.n_trials
-    if claimed_trials(study) >= target:
+    if len(claimed_trials(study)) >= target:
         return
     objective = within_target(TrialRun(plan, storage.engine), target)
     # SurplusTrial: another worker claimed the last trial first; the study is at its target.

@@ -83,7 +83,11 @@ class StudySearcher(SavesStateToFile, Searcher):
         number = self._numbers.get(trial_id)
         if number is None:
             return
-        if result and not error:
+        if (
+            result
+            and not error
+            and not self.study._storage.get_trial(self._storage_id(number)).state.is_finished()
+        ):
             self._report(trial_id, result)  # the run's last value, as the Optuna path reports it
         if self.scheduler is not None and (probe := self.scheduler.probe(trial_id)) is not None:
             self.study._storage.set_trial_system_attr(self._storage_id(number), PROBE_ATTR, probe.to_dict())
@@ -94,11 +98,8 @@ class StudySearcher(SavesStateToFile, Searcher):
         """Tell Optuna the objective's series at the result's step (of a running trial)."""
         number, step = self._numbers.get(trial_id), result.get("step")
         value = result.get(objective_series(self.plan.spec.objective))
-        if number is None or step is None or value is None:
-            return
-        trial_id_in_storage = self._storage_id(number)
-        if not self.study._storage.get_trial(trial_id_in_storage).state.is_finished():
-            self.study._storage.set_trial_intermediate_value(trial_id_in_storage, step, value)
+        if number is not None and step is not None and value is not None:
+            self.study._storage.set_trial_intermediate_value(self._storage_id(number), step, value)
 
     # -- state -------------------------------------------------------------------------
 
