@@ -77,7 +77,7 @@ def run_sweep(
             with shutdown.graceful_stop():  # Ray Tune handles its own signals
                 if resume:
                     _reap(study, plan)
-                    retry_interrupted(study, plan.spec.heartbeat.max_retry)
+                    retry_interrupted(study, plan.spec.heartbeat.max_retry, plan.spec.n_trials)
                 if n_workers == 1:
                     quiet_interrupted_trials()
                     _while_polling(

@@ -54,6 +54,8 @@ GROKKED_ATTR = "grokked"
 STOPPED_ATTR = "stopped"
 #: User attribute of a trial that continued another's checkpoint: ``{"trial", "step"}``.
 RESUMED_FROM_ATTR = "resumed_from"
+#: User attribute naming the worker that runs the trial: ``host:process id``.
+WORKER_ATTR = "worker"
 #: What a finished trial records as user attributes, from its trainer's curves.
 OUTCOME_KEYS = (
     STOPPED_ATTR,

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,44 +106,3 @@ print(sorted(m for m in ("torch", "ray", "optuna", "sqlalchemy", "plotly") if m 
     assert result.returncode == 0, result.stderr
     assert "Usage: grokforecast [OPTIONS] COMMAND" in result.stdout and "sweep" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
-
-
-def _random_bytes(path: Path) -> Path:
-    path.write_bytes(bytes(range(256)) * 20)
-    return path
-
-
-def _truncated_study(path: Path) -> Path:
-    import optuna
-
-    study = optuna.create_study(study_name="kept", storage=f"sqlite:///{path}")
-    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=20)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
-@pytest.mark.parametrize(
-    ("url", "problem"),
-    [
-        (lambda tmp: "postgresql+psycopg://postgres@127.0.0.1:9/test", "Connection refused"),
-        (lambda tmp: f"sqlite:///{_random_bytes(tmp / 'random.db')}", "file is not a database"),
-        (lambda tmp: f"sqlite:///{_truncated_study(tmp / 'cut.db')}", "malformed"),
-        (lambda tmp: f"sqlite:///{tmp / 'missing.db'}", "no study database at"),
-        (lambda tmp: "postgresql+psycopg://someone:secret@127.0.0.1:9/test", "someone:***@"),
-        (lambda tmp: "mysql+pymysql://root:secret@127.0.0.1:9/test", "root:***@"),
-    ],
-)
-@pytest.mark.parametrize("command", [["status", "kept"], ["studies"], ["export", "kept"], ["report", "kept"]])
-def test_a_failing_study_database_is_one_line_and_left_as_it_was(
-    tmp_path: Path, url: Callable[[Path], str], problem: str, command: list[str]
-) -> None:
-    storage = url(tmp_path)
-    database = Path(storage.removeprefix("sqlite:///")) if storage.startswith("sqlite") else None
-    before = database.read_bytes() if database and database.exists() else None
-    writes = ["-o", str(tmp_path / "out")] if command[0] in ("export", "report") else []
-    result = run(*command, "--storage", storage, *writes)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("error: ") and problem in result.stderr and "secret" not in result.stderr
-    if database is not None:
-        assert (database.read_bytes() if database.exists() else None) == before  # nothing written

@@ -2,7 +2,9 @@
 
 Whatever dies, and however often, the study must end as if nothing had happened: exactly
 ``n_trials`` finished trials, none left RUNNING, no parameter set run twice, every stored
-curve with each step once and in order (:mod:`grokforecast.bench.faults`).
+curve with each step once and in order, and every retried trial continued from its
+predecessor's checkpoint, so that each kill costs at most one checkpoint interval of
+training (:mod:`grokforecast.bench.faults`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ def _campaign(tmp_path: Path, storage_url: str, workers: int, kills: int, seed: 
 
 
 def test_a_sweep_killed_once_resumes_to_exactly_its_trials(tmp_path: Path) -> None:
-    report = _campaign(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", workers=2, kills=1, seed=0)
-    assert report.intact, report
+    report = _campaign(tmp_path, f"sqlite:///{tmp_path / 'faults.db'}", workers=2, kills=1, seed=3)
+    assert report.intact and report.kills == 1 and report.interrupted == report.continued == 1, report
 
 
 @pytest.mark.slow

@@ -65,8 +65,9 @@ class TrialHost(Protocol):
         """Checkpoints to continue from, newest first, with the trial each belongs to."""
         ...
 
-    def begin(self, trainer: Trainer) -> None:
-        """The trainer is built (and resumed, if it was); training starts next."""
+    def begin(self, trainer: Trainer, resumed_from: dict[str, int] | None) -> None:
+        """The trainer is built (and resumed from ``resumed_from``, the trial and step, if it
+        was); training starts next."""
         ...
 
     def report(self, trainer: Trainer, since: int, at_probe: bool, checkpoint: bool) -> bool:
@@ -161,7 +162,7 @@ class TrialLifecycle:
         trainer, resumed_from = self._start()
         flusher = CurveFlusher(self.engine, self.plan.spec.name, self.trial_number)
         ending = {RESUMED_FROM_ATTR: resumed_from}
-        host.begin(trainer)
+        host.begin(trainer, resumed_from)
         if trainer.step == 0:  # the evaluation before the first update is part of the curves
             trainer.run(until=0)
             host.report(trainer, since=0, at_probe=False, checkpoint=False)

@@ -15,6 +15,7 @@ a few transactions, not one row per step.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import warnings
 from collections.abc import Iterable
@@ -132,7 +133,7 @@ def open_storage(
                 _prepare_sqlite(parsed.database)
             except (OSError, sqlite3.Error) as error:
                 raise GrokforecastError(
-                    f"cannot open storage {display_url(url)}: {error}; check the path"
+                    f"cannot open storage {display_url(url)}: {error}; {_sqlite_fix(error)}"
                 ) from None
     # Heartbeats and their retry callback are "experimental" in Optuna since 2.8; they
     # are what makes a killed worker's trial recoverable, so use them without the noise.
@@ -174,6 +175,15 @@ def failure_reason(error: BaseException) -> str:
         error = inner
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _sqlite_fix(error: OSError | sqlite3.Error) -> str:
+    """What to do about a SQLite file that cannot be opened for writing: SQLite reports a
+    full disk as a "disk I/O error" when even its journal cannot be created."""
+    full = getattr(error, "errno", None) == errno.ENOSPC or any(
+        words in str(error) for words in ("disk I/O error", "database or disk is full")
+    )
+    return "free space on its disk (is it full?)" if full else "check the path"
 
 
 def _prepare_sqlite(database: str | None) -> None:

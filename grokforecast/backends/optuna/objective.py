@@ -10,6 +10,8 @@ the trial it retries, and the outcome lands in the trial's user attributes.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,27 @@ from grokforecast.history import History, hyperparameters_from
 from grokforecast.sweep.lifecycle import TrialLifecycle
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.reporting import objective_series, reported_points
-from grokforecast.sweep.study import suggest
+from grokforecast.sweep.study import FINISHED, suggest
 from grokforecast.training import Trainer
 from grokforecast.training.checkpoint import previous_of
-from grokforecast.vocabulary import DECISION_ATTR, RESUMED_FROM_ATTR, STOPPED_ATTR
+from grokforecast.vocabulary import DECISION_ATTR, RESUMED_FROM_ATTR, STOPPED_ATTR, WORKER_ATTR
 
 #: Steps between reports to Optuna after the probe, about: between them the lifecycle
 #: checks the hold rule and checkpoints.
 SEGMENT_STEPS = 100
+
+
+def worker_identity() -> str:
+    """``host:process id`` of this worker, recorded on each trial it runs: a container
+    restarted after SIGTERM is the same host and process 1 again, and so finds the trial
+    it was stopped in (:func:`~grokforecast.backends.optuna.workers.retry_interrupted`)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_of(trial: optuna.trial.FrozenTrial) -> tuple[str, int] | None:
+    """The host and process id :func:`worker_identity` recorded on ``trial``, if any."""
+    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    return (host, int(pid)) if host and pid.isdigit() else None
 
 
 class TrainerHistory:
@@ -66,6 +81,14 @@ class TrialRun:
             newest = self.checkpoint_path(number)
             for path in (newest, previous_of(newest), newest.with_name(newest.name + ".partial")):
                 path.unlink(missing_ok=True)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Optuna callback: a trial's checkpoints (and its predecessors') go once Optuna has
+        recorded it finished, not before: a worker killed between the end of training and
+        that record leaves a trial to retry, which needs them (unless ``keep_checkpoints``)."""
+        if trial.state in FINISHED and not self.plan.spec.budget.keep_checkpoints:
+            retried = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)
+            self.remove_checkpoints([trial.number, *retried])
 
     def __call__(self, trial: optuna.Trial) -> float:
         host = OptunaTrialHost(self, trial)
@@ -107,7 +130,11 @@ class OptunaTrialHost:
                 if path.exists():
                     yield path, number
 
-    def begin(self, trainer: Trainer) -> None:
+    def begin(self, trainer: Trainer, resumed_from: dict[str, int] | None) -> None:
+        # Recorded now: an attempt killed later still says where it ran and started from.
+        self.trial.set_user_attr(WORKER_ATTR, worker_identity())
+        if resumed_from is not None:
+            self.trial.set_user_attr(RESUMED_FROM_ATTR, resumed_from)
         self._source = TrainerHistory(trainer)  # held here: the registry keeps it weakly
         register_history_source(self.trial, self._source)
 
@@ -124,10 +151,8 @@ class OptunaTrialHost:
     def end(self, trainer: Trainer, since: int, ending: dict[str, Any]) -> float:
         self._catch_up(trainer, last=True)
         for key, value in ending.items():
-            if value is not None or key != RESUMED_FROM_ATTR:
+            if key != RESUMED_FROM_ATTR:  # recorded when the trial began
                 self.trial.set_user_attr(key, value)
-        if not self.run.plan.spec.budget.keep_checkpoints:
-            self.run.remove_checkpoints([self.trial.number, *self._retried])  # the run is over
         stopped = ending[STOPPED_ATTR]
         if stopped == "diverged":
             record = DecisionRecord.diverged("train_loss", ending["diverged_at"])

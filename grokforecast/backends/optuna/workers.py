@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable
 
 import optuna
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from grokforecast.backends.optuna.objective import TrialRun
+from grokforecast.backends.optuna.objective import TrialRun, worker_identity
 from grokforecast.backends.optuna.pruner import HjorthPruner
 from grokforecast.errors import GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
@@ -36,7 +37,7 @@ from grokforecast.sweep.shutdown import graceful_stop, stop_with_parent
 from grokforecast.sweep.spec import StudySpec
 from grokforecast.sweep.storage import rdb_storage
 from grokforecast.sweep.study import FINISHED, load_study
-from grokforecast.vocabulary import SURPLUS_ATTR
+from grokforecast.vocabulary import SURPLUS_ATTR, WORKER_ATTR
 
 #: Trial states that count towards a study's target (running ones if their worker lives).
 CLAIMED = (*FINISHED, TrialState.RUNNING)
@@ -56,21 +57,31 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     return HjorthPruner(**dataclasses.asdict(spec.policy_settings()))
 
 
-def retry_interrupted(study: optuna.Study, max_retry: int) -> int:
-    """Queue again every FAIL trial no other trial retries yet (Ctrl-C, a crash, a lost host).
+def retry_interrupted(
+    study: optuna.Study, max_retry: int, target: int | None = None, left_by: str | None = None
+) -> int:
+    """Queue again the FAIL trials no other trial retries yet (Ctrl-C, SIGTERM, a crash, a
+    lost host): as many as ``target`` finished trials leave room for (all without one),
+    and only those the worker ``left_by`` was running (a restarted worker's own: see
+    :func:`~grokforecast.backends.optuna.objective.worker_identity`) when it is given.
 
     Uses Optuna's retry callback, so a retry looks the same whether the heartbeat or a
     resume found the failure, and continues from the failed trial's checkpoint.
     """
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    room = len(trials) if target is None else target - len(claimed_trials(study))
+    room -= len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     queued = 0
     for trial in trials:
+        if queued >= room:
+            break
         if (
             trial.state is TrialState.FAIL
             and trial.number not in retried
             and SURPLUS_ATTR not in trial.system_attrs
+            and left_by in (None, trial.user_attrs.get(WORKER_ATTR))
         ):
             callback(study, trial)
             queued += 1
@@ -167,10 +178,13 @@ def run_worker(
     """One worker: optimize until the study holds its target number of finished trials.
 
     ``worker_index`` offsets the sampler seed; a worker that joins from another host
-    (``None``) takes its process id, so no two workers propose the same points. A worker
-    in the sweep's own process shares its ``storage``; other processes open their own.
+    (``None``) takes a number from its host name and process id (containers all run as
+    process 1), so no two workers propose the same points. A worker in the sweep's own
+    process shares its ``storage``; other processes open their own.
     """
-    worker_index = os.getpid() if worker_index is None else worker_index
+    own_trials_only = worker_index is None
+    if worker_index is None:
+        worker_index = zlib.crc32(worker_identity().encode())
     if threads:
         import torch
 
@@ -179,12 +193,15 @@ def run_worker(
     storage = storage or plan.open_storage()
     study = load_study(plan, worker_index, storage, pruner=make_pruner(plan.spec))
     target = n_trials or plan.spec.n_trials
+    if own_trials_only:  # a restarted worker (a container: the same host, process 1) continues its own
+        retry_interrupted(study, plan.spec.heartbeat.max_retry, target, left_by=worker_identity())
     if len(claimed_trials(study)) >= target:
         return
-    objective = within_target(TrialRun(plan, storage.engine), target)
+    run = TrialRun(plan, storage.engine)
+    objective = within_target(run, target)
     # SurplusTrial: another worker claimed the last trial first; the study is at its target.
     with graceful_stop(), contextlib.suppress(SurplusTrial):
-        study.optimize(objective, callbacks=[StopAtTarget(target)], gc_after_trial=False)
+        study.optimize(objective, callbacks=[run.after_trial, StopAtTarget(target)], gc_after_trial=False)
 
 
 def _quiet_trial_failures(record: logging.LogRecord) -> bool:

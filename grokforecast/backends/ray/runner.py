@@ -99,7 +99,9 @@ def run_ray_sweep(
     """
     check_ray_backend(plan)
     connect(address)
-    plan = dataclasses.replace(plan, storage_url=absolute_url(plan.storage_url))
+    # Tune runs each trial in a folder of its own: every path the trials use is made absolute.
+    absolute_checkpoints = plan.spec.model_copy(update={"checkpoint_dir": str(plan.checkpoint_dir.resolve())})
+    plan = dataclasses.replace(plan, spec=absolute_checkpoints, storage_url=absolute_url(plan.storage_url))
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, plan=plan),
         {"cpu": plan.spec.ray.cpus_per_trial, "gpu": plan.spec.ray.gpus_per_trial},

@@ -55,8 +55,8 @@ class TuneTrialHost:
             with checkpoint.as_directory() as directory:
                 yield Path(directory) / CHECKPOINT_FILE, self.number
 
-    def begin(self, trainer: Trainer) -> None:
-        pass
+    def begin(self, trainer: Trainer, resumed_from: dict[str, int] | None) -> None:
+        pass  # where it resumed from goes with the last result (Tune's results are its record)
 
     def report(self, trainer: Trainer, since: int, at_probe: bool, checkpoint: bool) -> bool:
         metrics = self._metrics(trainer, since)
