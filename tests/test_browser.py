@@ -30,8 +30,10 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install)"
 )
 NAME = "browser"
-#: Plots each page draws.
-PLOTS = {"study": 5, "trial": 1, "report": 5}
+#: Plots each page draws: the study's; a pruned trial's curves; a kept trial's curves and
+#: the four views inside it; the report's, before the views inside its highlighted trials.
+PLOTS = {"study": 5, "pruned trial": 1, "kept trial": 5, "report": 5}
+INSIDE = ("inside-representation", "inside-fourier", "inside-landscape", "inside-norms")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,9 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{folder / 'browser.db'}"
     # Two pruned trials, then two that grok and two more run to the end (every figure has data).
     for n_trials, threshold in ((2, 1.0), (6, 0.0)):
-        text = study_text(NAME, n_trials=n_trials, threshold=threshold, full_steps=400)
+        # Checkpoints and the kept trials' snapshots in the test's folder, by absolute path.
+        top = f'checkpoint_dir = "{folder / "checkpoints"}"'
+        text = study_text(NAME, n_trials=n_trials, threshold=threshold, full_steps=400, top=top)
         path = write_study(folder, text.replace("high = 1e-2", "high = 5e-2"), f"{threshold}.toml")
         study = create_study(SweepPlan.load(path, url))
         if threshold == 0.0:
@@ -140,12 +144,21 @@ def test_the_dashboard_draws_the_study_and_trial_pages_and_updates_live(
     _drawn(browser, PLOTS["study"], screenshots / "dashboard-study-updated.png")
 
     browser.find_element(By.LINK_TEXT, "1").click()
-    _drawn(browser, PLOTS["trial"], screenshots / "dashboard-trial.png")
+    _drawn(browser, PLOTS["pruned trial"], screenshots / "dashboard-trial.png")
     assert "P(grok)" in browser.page_source and "log_activity" in browser.page_source
+    assert "No snapshots of this trial" in browser.page_source  # pruned at its probe
+
+    browser.back()
+    browser.find_element(By.LINK_TEXT, "2").click()  # kept, and grokked
+    _drawn(browser, PLOTS["kept trial"], screenshots / "dashboard-trial-inside.png")
+    for figure in INSIDE:
+        assert browser.find_element(By.ID, figure).is_displayed()
 
 
 def test_the_report_file_draws_offline(storage_url: str, browser, screenshots: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     subprocess.run([*GROKFORECAST, "report", NAME, "--storage", storage_url, "-o", str(report)], check=True)
     browser.get(report.as_uri())
-    _drawn(browser, PLOTS["report"], screenshots / "report.png")
+    page = browser.page_source
+    assert "a grokking trial" in page and "a kept trial that did not grok" in page
+    _drawn(browser, PLOTS["report"] + 2 * len(INSIDE), screenshots / "report.png")

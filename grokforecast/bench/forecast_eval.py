@@ -76,7 +76,7 @@ def cell_key(record: RunRecord) -> str:
     )
 
 
-def _scores(
+def score_of(
     variant: str,
     protocol: str,
     workload: str,
@@ -113,13 +113,18 @@ def _scores(
 def out_of_fold(
     matrix: np.ndarray, labels: np.ndarray, folds: Sequence[np.ndarray], variant: dict
 ) -> np.ndarray:
-    """Predictions for each held-out fold from a forecaster fitted on the rest."""
+    """Predictions for each held-out fold from a forecaster fitted on the rest.
+
+    A feature some runs do not have (NaN: the embedding spectrum of a model without an
+    embedding) is filled with the training rows' mean, where it moves no forecast.
+    """
     forecaster = GrokForecaster(**variant)
     p = np.full(len(labels), np.nan)
     for held_out in folds:
         train = np.setdiff1d(np.arange(len(labels)), held_out)
-        forecaster.fit_features(matrix[train], labels[train])
-        p[held_out] = forecaster.predict_proba_features(matrix[held_out])
+        filled = np.where(np.isnan(matrix), np.nanmean(matrix[train], axis=0), matrix)
+        forecaster.fit_features(filled[train], labels[train])
+        p[held_out] = forecaster.predict_proba_features(filled[held_out])
     return p
 
 
@@ -169,7 +174,7 @@ def evaluate(
                         scores.append(
                             average(
                                 [
-                                    _scores(
+                                    score_of(
                                         name, protocol, workload, fraction, labels[mask], p[mask], max_fpr
                                     )
                                     for p in predictions

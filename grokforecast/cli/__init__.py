@@ -19,7 +19,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from grokforecast.cli import bench, corpus, forecaster, status, sweep, train, viz
+    from grokforecast.cli import bench, corpus, forecaster, inside, status, sweep, train, viz
 
     main.add_command(sweep.sweep)
     main.add_command(sweep.resume)
@@ -29,6 +29,7 @@ def _register() -> None:
     main.add_command(status.export)
     main.add_command(viz.report)
     main.add_command(viz.dashboard)
+    main.add_command(inside.inspect_trial)
     main.add_command(train.train)
     main.add_command(corpus.corpus)
     main.add_command(forecaster.forecaster)

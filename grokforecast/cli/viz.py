@@ -27,12 +27,18 @@ from grokforecast.cli.status import open_study, storage_option, study_argument
 )
 def report(study: str, storage: str | None, out_path: Path | None, to_optuna_dashboard: bool) -> None:
     """Write a self-contained HTML report of a study (opens offline)."""
+    from grokforecast.inside.trial_views import views_to_show
     from grokforecast.sweep.export import file_stem
+    from grokforecast.sweep.plan import stored_plan
     from grokforecast.viz.report import study_figures, write_report
     from grokforecast.viz.study_data import load_study_view
 
     loaded, rdb, _ = open_study(study, storage, read_only=not to_optuna_dashboard)
-    path = write_report(loaded, rdb.engine, out_path or Path(f"{file_stem(loaded.study_name)}-report.html"))
+    plan = stored_plan(loaded, str(rdb.engine.url))
+    inside = views_to_show(plan, loaded) if plan is not None else None
+    path = write_report(
+        loaded, rdb.engine, out_path or Path(f"{file_stem(loaded.study_name)}-report.html"), inside
+    )
     click.echo(f"report -> {path}")
     if to_optuna_dashboard:
         from grokforecast.viz.optuna_dashboard_export import save_to_optuna_dashboard

@@ -31,9 +31,14 @@ MIN_SLOPE = 0.05
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
+def probe_step(record: RunRecord, fraction: float) -> int:
+    """The step ``fraction`` of the record's full budget falls on (at least 1)."""
+    return max(1, round(fraction * record.config["steps"]))
+
+
 def probe_history(record: RunRecord, fraction: float) -> History:
     """The record's history up to ``fraction`` of its full budget, with its hyperparameters."""
-    return History.from_record(record, until=max(1, round(fraction * record.config["steps"])))
+    return History.from_record(record, until=probe_step(record, fraction))
 
 
 def usable_records(records: Sequence[RunRecord]) -> list[RunRecord]:

@@ -12,7 +12,8 @@
    :class:`TrialHost`, which reports it (Optuna: the training loss at a stride; Ray: a
    result with every curve since the last) and may stop the trial there;
 4. at the probe the backend's stopper decides (:mod:`grokforecast.core.policy`); a kept
-   trial is checkpointed at once, then every ``checkpoint_every`` steps;
+   trial is checkpointed at once, then every ``checkpoint_every`` steps, and keeps a few
+   snapshots for a look inside later (:mod:`grokforecast.inside.snapshots`);
 5. end at ``full_steps``, when validation accuracy has held the grok threshold for
    ``hold_steps`` (the rest of the budget is compute saved), when the stopper prunes it,
    or when its loss diverges (an outcome, recorded as pruned, not a crash to retry);
@@ -37,6 +38,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from grokforecast.errors import CheckpointError
+from grokforecast.inside.snapshots import SnapshotSchedule, snapshot_folder
 from grokforecast.sweep import shutdown
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import delete_curves, write_curve_segment
@@ -160,6 +162,10 @@ class TrialLifecycle:
         budget, config, host = self.plan.spec.budget, self.config, self.host
         shutdown.raise_if_requested()  # asked to stop between trials: start none
         trainer, resumed_from = self._start()
+        chain_first = [*host.predecessors(), self.trial_number][0]
+        self.snapshots = SnapshotSchedule(
+            snapshot_folder(self.plan.snapshot_dir, chain_first), config.steps, budget.snapshots, trainer
+        )
         flusher = CurveFlusher(self.engine, self.plan.spec.name, self.trial_number)
         ending = {RESUMED_FROM_ATTR: resumed_from}
         host.begin(trainer, resumed_from)
@@ -186,6 +192,7 @@ class TrialLifecycle:
                 flusher.flush(trainer)
             if host.report(trainer, since, at_probe, checkpoint):
                 return self._end(trainer, flusher, trainer.step, "pruned", ending)
+            self.snapshots.after_segment(trainer, at_probe)
             shutdown.raise_if_requested()
             if checkpoint:
                 next_checkpoint = _next_multiple(trainer.step, budget.checkpoint_every)
@@ -212,6 +219,8 @@ class TrialLifecycle:
         self, trainer: Trainer, flusher: CurveFlusher, since: int, stopped: str, ending: dict[str, Any]
     ) -> float:
         flusher.flush(trainer)
+        if stopped in ("budget", "held"):  # a run that went its way to the end: its last look
+            self.snapshots.save(trainer)
         return self.host.end(trainer, since, {**outcome(trainer, stopped), **ending})
 
 

@@ -8,15 +8,19 @@ copy back with the same validation.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
-from grokforecast.errors import ConfigError
+from grokforecast.errors import ConfigError, GrokforecastError
 from grokforecast.sweep.spec import StudySpec, load_study_spec, parse_study_text
 from grokforecast.sweep.storage import open_storage
-from grokforecast.vocabulary import SPEC_ATTR
+from grokforecast.vocabulary import SPEC_ATTR, SPEC_FILE_ATTR
+
+#: Seconds between attempts to open a study database that is not up yet.
+STORAGE_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,26 @@ class SweepPlan:
             return Path(self.spec.checkpoint_dir)
         return Path("runs") / self.spec_path.stem / "checkpoints"
 
-    def open_storage(self) -> optuna.storages.RDBStorage:
-        heartbeat = self.spec.heartbeat
-        return open_storage(
-            self.storage_url, heartbeat.heartbeat_interval, heartbeat.grace_period, heartbeat.max_retry
-        )
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where kept trials keep their snapshots: beside the checkpoints."""
+        return self.checkpoint_dir.parent / "snapshots"
+
+    def open_storage(self, wait_seconds: float = 0.0) -> optuna.storages.RDBStorage:
+        """The study database, with heartbeats; tried again for up to ``wait_seconds`` while
+        it cannot be opened (a cluster's workers start with its database server), then the
+        last failure is raised."""
+        beats = self.spec.heartbeat
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return open_storage(
+                    self.storage_url, beats.heartbeat_interval, beats.grace_period, beats.max_retry
+                )
+            except GrokforecastError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(STORAGE_RETRY_SECONDS)
 
 
 def stored_spec(study: optuna.Study) -> StudySpec | None:
@@ -57,3 +76,14 @@ def stored_spec(study: optuna.Study) -> StudySpec | None:
         return parse_study_text(text, f"the study file stored with study {study.study_name!r}")
     except ConfigError:
         return None
+
+
+def stored_plan(study: optuna.Study, storage_url: str) -> SweepPlan | None:
+    """The plan of a grokforecast study as its database recorded it (the study file's text
+    and name), for the commands given a study name: where its checkpoints and snapshots
+    are, relative to the folder the sweep ran in. None for a study grokforecast did not make."""
+    spec = stored_spec(study)
+    file_name = study.user_attrs.get(SPEC_FILE_ATTR)
+    if spec is None or not isinstance(file_name, str):
+        return None
+    return SweepPlan(spec, Path(Path(file_name).name), storage_url, study.user_attrs[SPEC_ATTR])

@@ -109,6 +109,9 @@ class BudgetSpec(_Strict):
     checkpoint_every: Annotated[int, Field(ge=1)] = 500
     #: Keep a finished trial's last checkpoint (to continue or inspect it) instead of removing it.
     keep_checkpoints: bool = False
+    #: Snapshots a kept trial keeps for `grokforecast inspect` (:mod:`grokforecast.inside.snapshots`):
+    #: at each 1/snapshots of its budget, plus its probe and grok steps; 0 keeps none.
+    snapshots: Annotated[int, Field(ge=0)] = 4
     report_every: Annotated[int, Field(ge=1)] = 50
 
     @model_validator(mode="after")

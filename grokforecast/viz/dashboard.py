@@ -42,9 +42,14 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from grokforecast.errors import GrokforecastError
+from grokforecast.inside.snapshots import snapshot_files
+from grokforecast.inside.trial_views import snapshot_folder_of, trial_views
+from grokforecast.sweep.plan import stored_plan
 from grokforecast.sweep.storage import open_storage
 from grokforecast.viz import figures
 from grokforecast.viz.html import figure_div, outcome_dot, page, summary, table, trial_facts, trials_table
+from grokforecast.viz.inside_figures import inside_figures
 from grokforecast.viz.report import study_figures
 from grokforecast.viz.study_data import StudyView, display_curves, load_study_view, trial_view
 from grokforecast.viz.web_security import guarded
@@ -171,6 +176,7 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0, allowed_hosts: S
             f"<h1>{outcome_dot(trial.outcome)}Trial {number} of <code>{escape(name)}</code></h1>"
             f"{trial_facts(trial)}<section>{figure_div(curve_figure, 'curves')}</section>"
             f"<h2>Forecast features at the probe</h2>{feature_table}"
+            f"{_inside(study, storage.get_trial(trial_id), storage_url)}"
         )
         return HTMLResponse(
             page(f"grokforecast: {name} trial {number}", body, head=f"<script src='{PLOTLY_JS}'></script>")
@@ -204,6 +210,26 @@ def create_app(storage_url: str, refresh_seconds: float = 10.0, allowed_hosts: S
         exception_handlers={HTTPException: not_found},
     )
     return guarded(app, allowed_hosts)
+
+
+def _inside(study: optuna.Study, trial: optuna.trial.FrozenTrial, storage_url: str) -> str:
+    """The views inside the trial over its snapshots, found where the sweep wrote them
+    (relative to the dashboard's working folder); a note where there are none."""
+    plan = stored_plan(study, storage_url)
+    if plan is None or not snapshot_files(snapshot_folder_of(plan, trial)):
+        return (
+            "<h2>Inside the trial</h2><p class='muted'>No snapshots of this trial here: only kept trials "
+            "keep them, beside the study's runs (start the dashboard in the folder the sweep ran in).</p>"
+        )
+    try:
+        views, _ = trial_views(plan, trial)
+    except GrokforecastError as error:
+        return f"<h2>Inside the trial</h2><p class='muted'>{escape(str(error))}</p>"
+    figures_inside = inside_figures(views, f"trial {trial.number}")
+    return "<h2>Inside the trial</h2>" + "".join(
+        f"<section>{figure_div(figure, f'inside-{name}')}</section>"
+        for name, figure in figures_inside.items()
+    )
 
 
 def fingerprint(view: StudyView) -> str:
