@@ -28,9 +28,21 @@ def compose() -> dict:
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
 
 
+def default_of(value: str) -> str:
+    """``${NAME:-default}`` as the engine reads it when NAME is unset."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
 def env_example() -> dict[str, str]:
+    """The variables docker/env.example sets, and those it documents commented out."""
     lines = (DOCKER / "env.example").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assignments = [line.removeprefix("# ") for line in lines]
+    return dict(line.split("=", 1) for line in assignments if re.fullmatch(r"[A-Z_]+=\S*", line))
+
+
+def env_example_set() -> set[str]:
+    lines = (DOCKER / "env.example").read_text().splitlines()
+    return {line.split("=", 1)[0] for line in lines if line and not line.startswith("#")}
 
 
 def dockerfile_stages() -> list[list[str]]:
@@ -47,14 +59,14 @@ def dockerfile_stages() -> list[list[str]]:
 
 def test_the_compose_file_names_every_service_and_only_images_built_here_or_pinned() -> None:
     services = compose()["services"]
-    assert set(services) == {"postgres", "ray-head", "ray-worker", "dashboard", "sweep"}
+    assert set(services) == {"postgres", "worker", "dashboard", "ray-head", "ray-worker", "sweep"}
     for name, service in services.items():
-        image = service["image"]
+        image = default_of(service["image"])
         assert image in OUR_IMAGES or PINNED.match(image), f"{name}: {image} is not pinned"
     # The image the cluster runs is the one `make docker-build` tags from docker/Dockerfile.
     makefile = (ROOT / "Makefile").read_text()
-    assert "docker build -f docker/Dockerfile -t grokforecast:cpu ." in makefile
-    assert {s["image"] for s in services.values()} - OUR_IMAGES == {"postgres:16.4-bookworm"}
+    assert "$(ENGINE) build -f docker/Dockerfile -t grokforecast:cpu ." in makefile
+    assert {default_of(s["image"]) for s in services.values()} - OUR_IMAGES == {"postgres:16.4-bookworm"}
 
 
 def test_the_compose_file_holds_no_secret_and_only_variables_env_example_defines() -> None:
@@ -62,6 +74,11 @@ def test_the_compose_file_holds_no_secret_and_only_variables_env_example_defines
     referenced = set(re.findall(r"\$\{(\w+)", text))
     assert referenced <= set(env_example()), referenced - set(env_example())
     assert {"POSTGRES_PASSWORD", "RAY_AUTH_TOKEN"} <= referenced
+    # Only the secrets are set: a set value would win over the command line (podman-compose 1.0).
+    assert env_example_set() == {"POSTGRES_PASSWORD", "RAY_AUTH_TOKEN"}
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    defaulted = set(re.findall(r"\$\{(\w+):-", text))
+    assert referenced == required | defaulted and required <= env_example_set()
     for service in compose()["services"].values():
         for key, value in (service.get("environment") or {}).items():
             if re.search("PASSWORD|TOKEN|SECRET", key):
@@ -78,15 +95,16 @@ def test_only_the_dashboard_is_published_and_only_on_localhost() -> None:
     assert list(published) == ["dashboard"]
     assert all(port.startswith("127.0.0.1:") for port in published["dashboard"])
     assert "healthcheck" in services["dashboard"] and "healthcheck" in services["postgres"]
-    assert services["sweep"]["profiles"] == ["sweep"]  # one-shot: not started by `up`
+    # Ray's nodes and the one-shot Ray sweep start only with the `ray` profile.
+    assert all(services[name]["profiles"] == ["ray"] for name in ("ray-head", "ray-worker", "sweep"))
 
 
 def test_the_image_is_slim_pinned_and_runs_as_a_user() -> None:
     stages = dockerfile_stages()
     assert len(stages) == 2  # build, runtime
-    for stage in stages:
-        base = stage[0].split()[1]
-        assert PINNED.match(base), f"unpinned base image {base}"
+    default_base = re.search(r"^ARG BASE_IMAGE=(\S+)", (DOCKER / "Dockerfile").read_text(), re.M)[1]
+    assert PINNED.match(default_base), f"unpinned base image {default_base}"
+    assert all(stage[0].split()[1] == "${BASE_IMAGE}" for stage in stages)
     build, runtime = stages
     runtime_text = "\n".join(runtime)
     assert "apt-get" not in runtime_text and "make" not in runtime_text.replace("mkdir", "")
@@ -101,7 +119,7 @@ def test_the_image_is_slim_pinned_and_runs_as_a_user() -> None:
 def install_command(venv: Path) -> list[str]:
     """The Dockerfile's ``make install`` with its build arguments, into ``venv``."""
     run = next(line for line in dockerfile_stages()[0] if "make install" in line)
-    words = shlex.split(run.removeprefix("RUN ").split("&&")[0])
+    words = shlex.split(next(part for part in run.split("&&") if "make install" in part))
     args = {w.split("=", 1)[0]: w.split("=", 1)[1] for w in words[2:]}
     args["VENV"] = str(venv)
     args["TORCH_SPEC"] = re.search(r"ARG TORCH_SPEC=(\S+)", (DOCKER / "Dockerfile").read_text())[1]
@@ -138,7 +156,7 @@ def test_the_dockerfile_install_step_works_in_a_fresh_virtual_environment(tmp_pa
     assert "GROKFORECAST_STORAGE" in help_text.stdout
 
 
-@pytest.mark.parametrize("service", ["dashboard", "sweep"])
+@pytest.mark.parametrize("service", ["worker", "dashboard", "sweep"])
 def test_containers_find_the_study_database_in_the_environment(service: str) -> None:
     environment = compose()["services"][service]["environment"]
     assert environment["GROKFORECAST_STORAGE"].startswith("postgresql+psycopg://grok:${POSTGRES_PASSWORD")

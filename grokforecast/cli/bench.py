@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,19 @@ from grokforecast.cli.options import train_config_from_cli, train_config_options
 
 if TYPE_CHECKING:
     from grokforecast.bench.backends import BackendRun
+
+
+def probe_fractions_option(default: tuple[float, ...]) -> Callable:
+    """``--probe``: the probe lengths to score, as fractions of the full run."""
+    return click.option(
+        "--probe",
+        "fractions",
+        multiple=True,
+        type=float,
+        default=default,
+        show_default=True,
+        help="Probe length as a fraction of the full run (repeatable).",
+    )
 
 
 @click.group()
@@ -105,15 +119,7 @@ def grokfast_speedup(**settings) -> None:
     metavar="NAME_OR_DIR",
     help="Corpus to evaluate on (repeatable) [default: every shipped corpus].",
 )
-@click.option(
-    "--probe",
-    "fractions",
-    multiple=True,
-    type=float,
-    default=(0.025, 0.05, 0.1),
-    show_default=True,
-    help="Probe length as a fraction of the full run (repeatable).",
-)
+@probe_fractions_option((0.025, 0.05, 0.1))
 @click.option(
     "--repeats",
     type=click.IntRange(min=1),
@@ -304,9 +310,10 @@ def faults(
     click.echo(_machine())
     click.echo(
         "| storage | workers | kills (one worker) | finished / target | left RUNNING | parameter sets run "
-        "twice | curves with a step missing or doubled | trials interrupted | continued from a checkpoint |"
+        "twice | curves with a step missing or doubled | trials interrupted | continued from a checkpoint "
+        "| steps trained again (bound) / needed |"
     )
-    click.echo("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    click.echo("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory(prefix="grokforecast-faults-") as workdir:
         for storage in storages or (f"sqlite:///{Path(workdir) / 'faults.db'}",):
             for workers in worker_counts:
@@ -320,8 +327,112 @@ def faults(
                 click.echo(
                     f"| {storage.split(':')[0].split('+')[0]} | {workers} | {r.kills} ({r.worker_kills}) | "
                     f"{r.finished} / {r.target} | {r.running} | {r.repeated} | {r.curve_faults} | "
-                    f"{r.interrupted} | {r.continued} |"
+                    f"{r.interrupted} | {r.continued} | {r.steps_retrained} "
+                    f"({r.interrupted * r.checkpoint_every}) / {r.steps_needed} |"
                 )
+
+
+@bench.command("cluster")
+@click.option(
+    "--study",
+    default="studies/cluster.toml",
+    show_default=True,
+    help="Study file the worker containers share (a path inside the checkout).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the steps the kills wait for.")
+@click.option(
+    "--kills/--no-kills",
+    default=True,
+    show_default=True,
+    help="Kill and stop a worker (else time the sweep alone).",
+)
+def cluster(study: str, seed: int, kills: bool) -> None:
+    """Build the compose cluster's images, sweep across two worker containers, kill one
+    (SIGKILL) and stop another (SIGTERM), resume, and check the study against the same
+    trials run on this machine. Run from the checkout; needs docker or podman."""
+    import optuna
+
+    from grokforecast.bench.cluster import run_cluster
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    click.echo(_machine())
+    run = run_cluster(Path.cwd(), study, seed, kills)
+    r = run.study["report"]
+    click.echo(f"engine: {run.engine}; kills: {'; '.join(run.kills) or 'none'}")
+    click.echo("| images built | cluster started | sweep on the cluster | same trials on the host |")
+    click.echo("| --- | --- | --- | --- |")
+    seconds = (run.build_seconds, run.start_seconds, run.sweep_seconds, run.host_seconds)
+    click.echo("| " + " | ".join(f"{s:.0f} s" for s in seconds) + " |")
+    click.echo(
+        f"finished {r['finished']} / {r['target']}, RUNNING {r['running']}, parameter sets run twice "
+        f"{r['repeated']}, curves with a step missing or doubled {r['curve_faults']}, trials "
+        f"interrupted {r['interrupted']} (continued from a checkpoint {r['continued']}), steps "
+        f"trained again {r['steps_retrained']} (bound {r['interrupted'] * r['checkpoint_every']}), "
+        f"decisions differing from the host's {len(run.decisions_differing)} of {len(run.study['trials'])}"
+    )
+    for stop in run.study["interruptions"]:
+        retried = stop["retried_as"]
+        resumed = stop["resumed_from"]
+        click.echo(
+            f"trial {stop['trial']} interrupted: "
+            + (
+                "not retried (the study reached its target first)"
+                if retried is None
+                else f"retried as {retried}, "
+            )
+            + ("" if retried is None else f"from step {resumed['step']}" if resumed else "from step 0")
+        )
+    if not run.intact:
+        raise SystemExit(1)
+
+
+@bench.command("inside")
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs per view."
+)
+def inside(repeats: int) -> None:
+    """Seconds per snapshot of each view inside a trial, on the shipped workloads."""
+    from grokforecast.bench.inside_timing import time_views
+
+    click.echo(_machine())
+    table = time_views(repeats=repeats)
+    names = list(next(iter(table.values())))
+    click.echo("| workload | " + " | ".join(names) + " |")
+    click.echo("| --- " * (len(names) + 1) + "|")
+    for label, seconds in table.items():
+        click.echo(f"| {label} | " + " | ".join(f"{seconds[name] * 1000:.1f} ms" for name in names) + " |")
+
+
+@bench.command("probe-state")
+@probe_fractions_option((0.05, 0.1))
+@click.option(
+    "--cache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("runs/probe-state.json"),
+    show_default=True,
+    help="Where the measured states are kept between runs of this command.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Training processes."
+)
+def probe_state(fractions: tuple[float, ...], cache: Path, workers: int) -> None:
+    """Whether the model's state at the probe (embedding spectrum, sharpness, layer norms)
+    improves the forecast on held-out model families."""
+    from grokforecast.bench.probe_state import REPLAY_TOLERANCE, evaluate, family_table, measure_corpus
+    from grokforecast.corpus import load_corpus
+    from grokforecast.forecast.fitting import usable_records
+
+    click.echo(_machine())
+    records = usable_records(load_corpus())
+    states = measure_corpus(records, fractions, cache, workers)
+    replayed = [r for r in records if states[r.run_id].replay_error <= REPLAY_TOLERANCE]
+    worst = max(s.replay_error for s in states.values())
+    click.echo(
+        f"{len(replayed)} of {len(records)} runs replayed to their recorded training loss "
+        f"(largest relative difference {worst:.1e}, tolerance {REPLAY_TOLERANCE:g}); scored on those"
+    )
+    click.echo(family_table(evaluate(replayed, states, fractions), replayed))
 
 
 @bench.command("replay")

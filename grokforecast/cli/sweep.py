@@ -140,16 +140,32 @@ def resume(
 @click.command()
 @study_file
 @storage_option
-def worker(study_file: Path, storage: str | None) -> None:
-    """Join a running study (from any host that reaches its storage) until it is done."""
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seconds to keep trying a study database that does not answer yet (a cluster's "
+    "workers start with its server).",
+)
+def worker(study_file: Path, storage: str | None, wait_seconds: float) -> None:
+    """Join the study of STUDY_FILE (creating it if it is new) from any host that reaches
+    its storage, and run trials until it is done."""
     from grokforecast.backends.optuna.workers import quiet_interrupted_trials, run_worker
     from grokforecast.sweep.shutdown import StopRequested, exit_status
+    from grokforecast.sweep.storage import display_url
+    from grokforecast.sweep.study import create_study
 
     quiet_interrupted_trials()
     plan = _plan(study_file, storage, None)
+    if wait_seconds:
+        click.echo(f"opening {display_url(plan.storage_url)} (waiting up to {wait_seconds:g} s)")
+    storage_of_study = plan.open_storage(wait_seconds)
+    create_study(plan, storage_of_study)
     click.echo(f"joining study {plan.spec.name!r}")
     try:
-        run_worker(plan)
+        run_worker(plan, storage=storage_of_study)
     except KeyboardInterrupt as stopped:
         signum = stopped.signum if isinstance(stopped, StopRequested) else None
         click.echo(
