@@ -163,9 +163,9 @@ class Cluster:
         """The study as a container of the cluster reads it from the cluster's database.
 
         A look that cannot reach the database is tried again for up to
-        ``READOUT_RETRY_SECONDS``: the engine's name server reloads when a container leaves
-        the network (the ``run --rm`` of the resume), and for a moment ``postgres`` does
-        not resolve."""
+        ``READOUT_RETRY_SECONDS``: once, just after the resume's ``run --rm`` container
+        left the network, ``postgres`` did not resolve (the engine's name server
+        reloading, most likely)."""
         deadline = time.monotonic() + READOUT_RETRY_SECONDS
         while True:
             done = subprocess.run(self._exec_readout(loop=False), capture_output=True, text=True)
