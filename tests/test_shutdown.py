@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +46,35 @@ def test_the_same_signal_twice_interrupts_at_once(signum: signal.Signals) -> Non
 
 def test_exit_status_follows_the_shell_convention() -> None:
     assert (exit_status(signal.SIGINT), exit_status(signal.SIGTERM), exit_status(None)) == (130, 143, 130)
+
+
+#: A worker that dies with its parent, and writes what it was asked once the parent is gone
+#: and the death signal came again.
+ORPHAN = """
+import os, signal, sys, time
+from pathlib import Path
+from grokforecast.sweep import shutdown
+parent = os.getppid()
+shutdown.stop_with_parent(parent)
+with shutdown.graceful_stop():
+    print("ready", flush=True)
+    while os.getppid() == parent:
+        time.sleep(0.01)
+    time.sleep(0.5)  # the kernel's parent-death SIGTERM
+    os.kill(os.getpid(), signal.SIGTERM)  # and again, as when the next parent thread exits
+    Path(sys.argv[1]).write_text(shutdown.requested().name)
+"""
+PARENT = """
+import subprocess, sys
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True)
+worker.stdout.readline()  # its handlers are in place: end, and leave it an orphan
+"""
+
+
+def test_a_worker_takes_its_parents_death_signal_again_as_the_same_request(tmp_path: Path) -> None:
+    answer = tmp_path / "answer"
+    subprocess.run([sys.executable, "-c", PARENT, ORPHAN, str(answer)], check=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while not answer.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert answer.exists() and answer.read_text() == "SIGTERM"  # not stopped at once: it lived on

@@ -345,11 +345,12 @@ def test_workers_stop_with_their_parent(in_tmp: Path, stop: signal.Signals) -> N
     plan, sweep = _long_sweep(in_tmp, 2, "--workers", "2")
     workers = worker_processes(sweep.pid)
     sweep.send_signal(stop)  # to the parent only, as `docker stop` or the OOM killer would
-    sweep.communicate(timeout=120)
-    assert sweep.returncode == (143 if stop is signal.SIGTERM else -signal.SIGKILL)
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == (143 if stop is signal.SIGTERM else -signal.SIGKILL), stderr
     _wait_for(lambda: not any(_alive(pid) for pid in workers), timeout=90)
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]  # none left RUNNING
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL], (workers, stderr)  # none left RUNNING
 
 
 def test_the_sweep_command_runs_two_workers_and_ends_with_a_report(in_tmp: Path) -> None:

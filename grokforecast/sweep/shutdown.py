@@ -11,6 +11,10 @@ signal a second time stops at once, as users expect of a program that is slow to
 
 Worker processes die with their parent: on Linux, a worker asks the kernel for SIGTERM when
 the parent is gone (:func:`stop_with_parent`), so a killed sweep leaves no orphan training.
+The kernel sends that signal again each time the orphan passes from one exiting thread
+of the parent to the next, so once the parent is gone a repeated SIGTERM is the same
+death, not a second request: it never stops the worker at once, which would leave its
+trial RUNNING in the middle of Optuna's record of it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ _PR_SET_PDEATHSIG = 1
 
 _requested: signal.Signals | None = None
 _depth = 0
+#: The parent a worker asked to die with (:func:`stop_with_parent`), if any.
+_parent_pid: int | None = None
 
 
 class StopRequested(KeyboardInterrupt):
@@ -65,10 +71,11 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     global _requested
     if _requested is None:
         _requested = signal.Signals(signum)
-    elif signum == _requested:  # the same signal again (Ctrl-C twice, kill twice): stop now
+    elif signum == _requested and not _orphaned():  # Ctrl-C twice, kill twice: stop now
         raise KeyboardInterrupt
     # Another signal after the first (a worker's SIGTERM from its parent after the
-    # terminal's Ctrl-C reached them both) is the same request: the stop goes on.
+    # terminal's Ctrl-C reached them both), or the parent's death signal again, is the
+    # same request: the stop goes on.
 
 
 @contextmanager
@@ -97,8 +104,15 @@ def graceful_stop() -> Iterator[None]:
             _requested = None
 
 
+def _orphaned() -> bool:
+    """Whether this is a worker whose parent is gone (see the module's docstring)."""
+    return _parent_pid is not None and os.getppid() != _parent_pid
+
+
 def stop_with_parent(parent_pid: int) -> None:
     """Ask for SIGTERM when the parent process ends (Linux); stop at once if it already has."""
+    global _parent_pid
+    _parent_pid = parent_pid
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
