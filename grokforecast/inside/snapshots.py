@@ -42,14 +42,15 @@ class SnapshotSchedule:
         )
         self.enabled = count > 0
         self._next = sum(mark <= trainer.step for mark in self.marks)
-        self._grokked = self._has_grokked(trainer)
+        self._val_acc_seen = 0
+        self._grokked = self._grokked_since_last_look(trainer)
 
     def after_segment(self, trainer: Trainer, at_probe: bool) -> None:
         """Save a snapshot of a trial the stopper kept, if this segment end is due one."""
         if not self.enabled:
             return
         due = at_probe
-        if not self._grokked and self._has_grokked(trainer):
+        if not self._grokked and self._grokked_since_last_look(trainer):
             self._grokked = due = True
         while self._next < len(self.marks) and trainer.step >= self.marks[self._next]:
             self._next += 1
@@ -62,7 +63,9 @@ class SnapshotSchedule:
         if self.enabled and not path.exists():
             trainer.save(path)
 
-    @staticmethod
-    def _has_grokked(trainer: Trainer) -> bool:
-        threshold = trainer.config.grok_threshold
-        return any(accuracy >= threshold for accuracy in trainer.curves.val_acc)
+    def _grokked_since_last_look(self, trainer: Trainer) -> bool:
+        """Whether an evaluation since the last look reached the grok threshold: each is
+        read once, not the whole curve at every segment end."""
+        new = trainer.curves.val_acc[self._val_acc_seen :]
+        self._val_acc_seen += len(new)
+        return any(accuracy >= trainer.config.grok_threshold for accuracy in new)
