@@ -45,6 +45,11 @@ PROBE_ATTR = "grokforecast:probe"
 #: stands for the rest of the trial. (Optuna hands a pruner the trial's system attributes
 #: as stored, its user attributes as the objective last saw them.)
 DECIDED_ATTR = "grokforecast:decided"
+#: User attribute: the decision records of a kept trial's later rungs, in order.
+RUNG_DECISIONS_ATTR = "grokforecast_rungs"
+#: System attribute: a kept trial's forecast at each later rung it was judged at, by rung
+#: (None where it had grokked): what other trials at that rung rank against.
+RUNG_FORECASTS_ATTR = "grokforecast:rung_forecasts"
 #: Trial system attribute: the trial was asked for past the study's target by a worker
 #: that raced another; it ran nothing, is FAIL, and is never retried.
 SURPLUS_ATTR = "grokforecast:surplus"

@@ -181,3 +181,20 @@ def test_the_band_energy_is_a_part_of_the_activity_however_sparse_the_reports(ev
     loss = np.exp(-steps / 50) * (1 + 0.05 * rng.normal(size=len(steps))) + 1e-3
     features = extract_features({"train_loss": loss, "train_loss_steps": steps}, ("train_loss",))
     assert features["log_band_energy"] < features["log_activity"] - 0.01
+
+
+def test_the_grok_time_benchmark_forecasts_each_grokker_only_from_those_before_it(quadratic: list) -> None:
+    from grokforecast.bench.grok_time_eval import MIN_GROKKED, _loglinear, score_corpus
+
+    rng = np.random.default_rng(0)
+    design = np.column_stack([np.ones(30), rng.normal(size=(30, 3))])
+    coefficients, spread = _loglinear(design, design @ np.array([5.0, -1.0, 0.5, -2.0]))
+    assert spread < 0.1 and coefficients[0] == pytest.approx(
+        5.0, abs=0.2
+    )  # ridge shrinks the slopes a little
+    score = score_corpus("quadratic_add97", quadratic, orders=2)
+    assert score.grokked == sum(r.grokked for r in quadratic)
+    assert score.forecasts == 2 * (score.grokked - MIN_GROKKED)
+    assert (
+        0.0 < score.loglinear_median_ape < score.loglinear_mape < 1.0 and 0.9 <= score.kept_below_upper <= 1
+    )

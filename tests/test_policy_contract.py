@@ -26,7 +26,7 @@ from grokforecast.errors import ConfigError
 from grokforecast.history import History
 from grokforecast.records import RunRecord
 from grokforecast.sweep.outcomes import grok_label, probed_outcomes
-from grokforecast.vocabulary import DECISION_ATTR, HYPERPARAMETERS, TRIAL_NUMBER
+from grokforecast.vocabulary import DECISION_ATTR, HYPERPARAMETERS, RUNG_DECISIONS_ATTR, TRIAL_NUMBER
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 QUADRATIC = load_corpus("quadratic_add97")  # 600 steps, evaluated every 5: probe at 60
@@ -34,10 +34,12 @@ REPORT_EVERY = 10
 
 
 class Ran(NamedTuple):
-    """One trial fed to a backend: its stored decision record, and where it was stopped."""
+    """One trial fed to a backend: its stored decision record, where it was stopped, and
+    the records of its later rungs."""
 
     decision: dict[str, Any] | None
     stopped_at: int | None
+    rungs: tuple[dict[str, Any], ...] = ()
 
 
 class _ReportedCurves:
@@ -64,9 +66,15 @@ class _ReportedCurves:
 class OptunaBackend:
     """Feeds records to a :class:`HjorthPruner` in a real Optuna study."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, storage: str | None = None, **options: Any) -> None:
         self.stopper = HjorthPruner(**options)
-        self.study = optuna.create_study(direction="maximize", pruner=self.stopper)
+        self.study = optuna.create_study(
+            storage=storage,
+            study_name="contract",
+            direction="maximize",
+            pruner=self.stopper,
+            load_if_exists=True,
+        )
 
     def run(self, record: RunRecord, reports: list[dict] | None = None) -> Ran:
         stopped_at = []
@@ -91,7 +99,11 @@ class OptunaBackend:
 
         self.study.optimize(objective, n_trials=1)
         trial = self.study.trials[-1]
-        return Ran(trial.user_attrs.get(DECISION_ATTR), stopped_at[0] if stopped_at else None)
+        return Ran(
+            trial.user_attrs.get(DECISION_ATTR),
+            stopped_at[0] if stopped_at else None,
+            tuple(trial.user_attrs.get(RUNG_DECISIONS_ATTR, ())),
+        )
 
     def taught(self) -> dict:
         return probed_outcomes(self.study.trials, grok_label(self.study, None))
@@ -115,7 +127,8 @@ class RayBackend:
         else:
             self.stopper.learn(trial_id, {"grokked": record.grokked}, config)
         decision = self.stopper.decision(trial_id)
-        return Ran(None if decision is None else decision.to_dict(), stopped_at)
+        rungs = tuple(record.to_dict() for record in self.stopper.rung_decisions(trial_id))
+        return Ran(None if decision is None else decision.to_dict(), stopped_at, rungs)
 
     def taught(self) -> dict:
         return self.stopper.get_state()["outcomes"]
@@ -251,6 +264,57 @@ def test_a_run_that_has_grokked_by_the_probe_is_kept_and_teaches_nothing(
         assert ran.decision["decision"] == "prune" and ran.decision["rule"] == "threshold 0.5"
 
 
+SECOND_LOOK = {"probe_step": 60, "rungs": (150, 300), "rung_prune_share": 0.4, "n_min_probed": 3}
+
+
+def _judgements(ran: Ran) -> tuple:
+    """What a trial's run says of its later rungs, comparable across backends."""
+    rungs = tuple(
+        (r["rung"], r["step"], r["decision"], r["rule"], round(r["probability"], 9)) for r in ran.rungs
+    )
+    return ran.decision["decision"], ran.decision["rung"], ran.stopped_at, rungs
+
+
+def test_a_kept_trial_is_judged_again_at_each_rung_alike_on_both_backends() -> None:
+    records = QUADRATIC[:24]
+    optuna_fed, ray_fed = OptunaBackend(**SECOND_LOOK), RayBackend(**SECOND_LOOK)
+    on_optuna = [_judgements(optuna_fed.run(record)) for record in records]
+    on_ray = [_judgements(ray_fed.run(record)) for record in records]
+    assert on_optuna == on_ray
+    at_rung = [j for j in on_optuna if j[1] > 0]
+    assert at_rung, "some kept trial is pruned at a later rung"
+    for decision, rung, stopped_at, rungs in at_rung:  # pruned there, and stopped at that step
+        assert decision == "prune" and stopped_at == SECOND_LOOK["rungs"][rung - 1]
+        assert rungs[-1][:3] == (rung, stopped_at, "prune") and "judged at this rung" in rungs[-1][3]
+    for decision, rung, stopped_at, rungs in on_optuna:
+        if decision == "keep":  # judged at every rung, and kept at each
+            assert [(r[0], r[1], r[2]) for r in rungs] == [(1, 150, "keep"), (2, 300, "keep")]
+            assert stopped_at is None
+        if decision in ("explore", "prune") and rung == 0:
+            assert rungs == ()  # explored trials run on to teach; pruned ones are done
+    grokked = [r for j in on_optuna for r in j[3] if "grokked" in r[3]]
+    assert grokked and all(r[2] == "keep" for r in grokked)  # nothing left to forecast
+
+
+def test_the_rungs_rank_against_forecasts_stored_in_the_study_across_a_resume(tmp_path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    records = QUADRATIC[:24]
+    one = OptunaBackend(**SECOND_LOOK)
+    together = [_judgements(one.run(record)) for record in records]
+    first = OptunaBackend(storage, **SECOND_LOOK)
+    resumed = [_judgements(first.run(record)) for record in records[:12]]
+    second = OptunaBackend(storage, **SECOND_LOOK)  # a new process: only the database remembers
+    resumed += [_judgements(second.run(record)) for record in records[12:]]
+    assert resumed == together
+    ray_fed = RayBackend(**SECOND_LOOK)
+    for record in records[:12]:
+        ray_fed.run(record)
+    restored = RayBackend(**SECOND_LOOK)
+    restored.stopper.set_state(ray_fed.stopper.get_state())
+    restored.trials = ray_fed.trials
+    assert [_judgements(restored.run(record)) for record in records[12:]] == together[12:]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -262,6 +326,9 @@ def test_a_run_that_has_grokked_by_the_probe_is_kept_and_teaches_nothing(
         ({"n_min_probed": 0}, "n_min_probed=0 must be at least 1"),
         ({"min_calibration_trials": 1}, "min_calibration_trials=1 must be at least 2"),
         ({"grok_threshold": 0.0}, r"grok_threshold=0.0 must lie in \(0, 1\]"),
+        ({"rungs": (5,)}, r"rungs=\(5,\) must be steps after probe_step=10, in increasing order"),
+        ({"rungs": (30, 20)}, r"rungs=\(30, 20\) must be steps after probe_step=10"),
+        ({"rung_prune_share": 1.0}, r"rung_prune_share=1.0 must lie in \[0, 1\)"),
         ({"forecaster": GrokForecaster()}, "forecaster is not fitted"),
     ],
 )

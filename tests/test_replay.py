@@ -103,7 +103,7 @@ def test_every_stopper_replays_the_same_trials_and_the_table_shows_the_spread(
     calibration = [r for name in ("mlp_add59", "digits_omnigrok") for r in load_corpus(name)]
     outcomes = compare({CORPUS: records}, orders=2, calibration=calibration)
     stoppers = list(dict.fromkeys(o.stopper for o in outcomes))
-    assert len(stoppers) == 14 and len(outcomes) == 28
+    assert len(stoppers) == 15 and len(outcomes) == 30
     assert any(name.startswith("HjorthPruner (held-out") for name in stoppers)
     for outcome in outcomes:
         assert outcome.trials == 8 and outcome.grokking == 4
@@ -113,7 +113,7 @@ def test_every_stopper_replays_the_same_trials_and_the_table_shows_the_spread(
         # Only the forecasting stopper records a P(grok) at the probe to score.
         assert (outcome.auc is not None) == outcome.stopper.startswith("HjorthPruner")
     table = markdown_table(outcomes)
-    assert table.count(f"| {CORPUS} |") == 14
+    assert table.count(f"| {CORPUS} |") == 15
     figure = write_figure(outcomes, tmp_path / "replay.html")
     assert "plotly" in figure.read_text() and figure.stat().st_size > 1_000_000  # plotly.js inlined
 
@@ -136,7 +136,7 @@ def test_bench_replay_prints_the_table(tmp_path: Path) -> None:
         check=True,
     )
     rows = [line for line in shown.stdout.splitlines() if line.startswith(f"| {CORPUS} |")]
-    assert len(rows) == 14 and (tmp_path / "f.html").exists()
+    assert len(rows) == 15 and (tmp_path / "f.html").exists()
     oracle = next(row for row in rows if "oracle" in row).split(" | ")
     # recall and kept outside the label band, kept in it, stopped, x oracle
     grokking = [r for r in load_corpus(CORPUS) if r.grokked]

@@ -32,7 +32,7 @@ from grokforecast.sweep.storage import (
 from grokforecast.sweep.study import create_study, suggest
 from grokforecast.sweep.summary import report_text, summarize
 from grokforecast.training import Trainer
-from grokforecast.vocabulary import DECISION_ATTR, SURPLUS_ATTR, WORKER_ATTR
+from grokforecast.vocabulary import DECISION_ATTR, RUNG_DECISIONS_ATTR, SURPLUS_ATTR, WORKER_ATTR
 from studies import GROKFORECAST, study_text, write_study
 
 # -- study files ---------------------------------------------------------------------------
@@ -66,6 +66,10 @@ from studies import GROKFORECAST, study_text, write_study
             r"search.data_fraction reaches 1.3, where data_fraction=1.3 must lie strictly between 0 and 1",
         ),
         (("threshold = 0.5", "threshold = 1.5"), r"pruner: threshold=1.5 must lie in \[0, 1\]"),
+        (
+            ("full_steps = 240", "full_steps = 240\nrung_steps = [300]"),
+            r"rung_steps=\[300\] must lie between probe_steps=40 and full_steps=240, in increasing order",
+        ),
         (
             ("[search]", "[search]\ngrok_threshold = { low = 0.9, high = 0.99 }"),
             "search.grok_threshold labels outcomes and cannot be searched; set it in \\[train\\]",
@@ -198,6 +202,45 @@ def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_
         assert sorted(trial.intermediate_values) == [0, 40, 50, 100, 150, 200, 240]  # val_acc
         assert trial.intermediate_values[240] == pytest.approx(trial.value, abs=1e-6)
     assert "2 trials finished: 2 complete, 0 pruned" in report_text(study, 240)
+
+
+def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path) -> None:
+    text = (
+        study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=4, threshold=0.0)  # every trial kept at the probe
+        .replace("full_steps = 240", "full_steps = 240\nrung_steps = [120]")
+        .replace("exploration = 0.0", "exploration = 0.0\nn_min_probed = 1\nrung_prune_share = 0.9")
+    )
+    plan = SweepPlan.load(write_study(in_tmp, text, "rungs.toml"))
+    create_study(plan)
+    run_worker(plan)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    judged_before: list[float] = []
+    for trial in study.trials:  # one worker: judged at the rung in number order
+        (rung,) = trial.user_attrs[RUNG_DECISIONS_ATTR]
+        assert (rung["rung"], rung["step"]) == (1, 120)
+        if "grokked" in rung["rule"]:  # nothing to forecast: kept, and ranks nobody
+            assert rung["decision"] == "keep"
+            continue
+        ranked = [*judged_before, rung["probability"]]
+        pruned = rung["probability"] < np.quantile(ranked, 0.9)  # outside the top 10 %
+        judged_before.append(rung["probability"])
+        assert rung["decision"] == ("prune" if pruned else "keep")
+        decision = trial.user_attrs[DECISION_ATTR]
+        if not pruned:  # its probe's decision stands, and it ran to the end
+            assert (trial.state, decision["rung"], trial.user_attrs["steps_trained"]) == (
+                TrialState.COMPLETE,
+                0,
+                240,
+            )
+            continue
+        # stopped at the rung, whose record is the trial's decision
+        assert trial.state is TrialState.PRUNED and (decision["rung"], decision["step"]) == (1, 120)
+        assert (
+            decision["reason"].startswith("prune at step 120: ")
+            and "judged at this rung" in decision["reason"]
+        )
+        assert trial.user_attrs["steps_trained"] == 120 and max(trial.intermediate_values) == 120
+        assert curves_of(plan, trial.number)["train_loss"][0][-1] == 119
 
 
 def test_keep_checkpoints_keeps_a_finished_trials_last_checkpoint(in_tmp: Path) -> None:

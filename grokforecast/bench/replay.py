@@ -38,7 +38,7 @@ from grokforecast.forecast.features import FEATURE_GROUPS
 from grokforecast.forecast.fitting import fit_on_records, probe_history, usable_records
 from grokforecast.forecast.forecaster import GrokForecaster
 from grokforecast.records import RunRecord
-from grokforecast.vocabulary import DECISION_ATTR, DEFAULT_GROK_THRESHOLD, HYPERPARAMETERS
+from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD, HYPERPARAMETERS, PROBE_ATTR
 
 RECORD_PARAM = "record"
 #: A ThresholdPruner user's floor for validation accuracy after the warm-up.
@@ -49,6 +49,8 @@ TUNED_RECALL = 0.97
 LABEL_BAND = 0.01
 #: The share of probed trials the top-k baseline keeps (one rung of ASHA's factor 3).
 TOP_K_SHARE = 1 / 3
+#: Where the second look judges kept trials again, as fractions of the budget.
+RUNG_FRACTIONS = (0.25, 0.5)
 
 
 def borderline(record: RunRecord) -> bool:
@@ -237,11 +239,12 @@ def summarize_replay(
 
 def decision_auc(trials: Sequence[FrozenTrial], records: Sequence[RunRecord]) -> float | None:
     """ROC AUC of the P(grok) a forecasting stopper recorded at each trial's probe against
-    the run's outcome: the forecast as the study made it, its study model included.
-    None for a stopper that records none, or a corpus with one outcome only."""
+    the run's outcome: the forecast as the study made it, its study model included (a
+    later rung's forecast is not this one). None for a stopper that records none, or a
+    corpus with one outcome only."""
     from sklearn.metrics import roc_auc_score
 
-    probabilities = [t.user_attrs.get(DECISION_ATTR, {}).get("probability") for t in trials]
+    probabilities = [t.system_attrs.get(PROBE_ATTR, {}).get("probability") for t in trials]
     scored = [(p, r.grokked) for p, r in zip(probabilities, records, strict=True) if p is not None]
     if not scored or len({grokked for _, grokked in scored}) < 2:
         return None
@@ -328,6 +331,14 @@ def stoppers(
             dense=True,
         ),
         Stopper(
+            "HjorthPruner (held-out family, second look at "
+            + ", ".join(f"{f:.0%}" for f in RUNG_FRACTIONS)
+            + ")",
+            lambda: HjorthPruner(probe, forecaster=held_out, rungs=rungs_of(budget)),
+            "train_loss",
+            dense=True,
+        ),
+        Stopper(
             f"HjorthPruner (held-out, tuned: threshold {tuned:.2f})",
             # The threshold is on the forecaster's own scale: no recalibration moves it.
             lambda: HjorthPruner(
@@ -376,6 +387,11 @@ def stoppers(
             "val_acc",
         ),
     ]
+
+
+def rungs_of(budget: Budget) -> tuple[int, ...]:
+    """The second look's rungs in ``budget``: the evaluation steps at :data:`RUNG_FRACTIONS`."""
+    return tuple(round(f * budget.full / budget.eval_every) * budget.eval_every for f in RUNG_FRACTIONS)
 
 
 def tuned_threshold(

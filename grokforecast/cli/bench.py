@@ -489,3 +489,17 @@ def replay(
         output.write_text(table + "\n")
     if figure is not None:
         click.echo(f"figure -> {write_figure(outcomes, figure)}")
+
+
+@bench.command("grok-time")
+@click.option(
+    "--orders", type=click.IntRange(min=1), default=5, show_default=True, help="Trial orders per corpus."
+)
+def grok_time(orders: int) -> None:
+    """Forecast error of each kept run's grok step, per corpus, as a study would learn it."""
+    from grokforecast.bench.grok_time_eval import markdown_table, score_corpus
+    from grokforecast.corpus import load_corpus, shipped_corpus_names
+
+    scores = [score_corpus(name, load_corpus(name), orders) for name in shipped_corpus_names()]
+    click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores; {orders} trial orders per corpus")
+    click.echo(markdown_table(scores))

@@ -1,6 +1,7 @@
 """What the stopping policy decided about a trial, and why, as values a dashboard can show.
 
-The decision is made once per trial, at its probe step:
+The decision is made at a trial's probe step, and again at each later rung for a kept
+trial (``rung`` says where: 0 at the probe):
 
 - ``KEEP``: the forecast says the run will grok (or there is nothing to forecast: it has
   grokked already, or its history cannot be read); it continues to full length.
@@ -51,6 +52,8 @@ class DecisionRecord:
     #: How the trial's reports were read, when the stopper had to guess (e.g. an accuracy
     #: reported to a pruner set up for a loss); empty otherwise.
     note: str = ""
+    #: Where the decision was made: 0 at the probe, k at the k-th later rung.
+    rung: int = 0
 
     @classmethod
     def without_forecast(cls, decision: Decision, step: int, rule: str) -> DecisionRecord:

@@ -27,6 +27,14 @@ The steps of a decision, in order:
    study model sees how low forecasts turn out; the chance shrinks as the study's
    evidence grows (:meth:`StoppingPolicy.exploration_rate`).
 
+A second look (``rungs``): a trial kept at the probe is judged again at each later rung
+step (:meth:`StoppingPolicy.judge_again`). The run has grokked by then, and is kept; or
+the shipped forecast reads its longer history and the trial is pruned when that forecast
+ranks in the bottom ``rung_prune_share`` of the trials judged at the same rung. By rank,
+because on a family the shipped forecaster never saw its ranking holds and its scale does
+not; without the study model, which learned from forecasts made at the probe. Explored
+trials are not judged again: they run to their end to teach the study model.
+
 Probe-step convention: a trial is judged at the first report whose step is at or after
 ``probe_step``, where a report's step is that of the newest measurement it carries. The
 sweeps of both backends report a trial once it has trained ``probe_steps`` optimizer
@@ -49,6 +57,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -94,6 +103,11 @@ class PolicySettings:
             study model is used.
         grok_threshold: Validation accuracy that counts as grokked (the keep rule for
             runs that have grokked by the probe).
+        rungs: Steps after ``probe_step``, in increasing order, at which a kept trial is
+            judged again (the module's "second look"); empty: judged once.
+        rung_prune_share: At each rung, prune a trial whose forecast ranks in this bottom
+            share of the trials judged at that rung so far (itself included), once
+            ``n_min_probed`` of them have been.
         series: The series a caller reports when it supplies only one (``"train_loss"``,
             ``"val_loss"`` or ``"val_acc"``): it picks the shipped calibration used then.
         seed: Seed of the exploration draws.
@@ -108,10 +122,14 @@ class PolicySettings:
     recalibrate: bool = True
     min_calibration_trials: int = 20
     grok_threshold: float = DEFAULT_GROK_THRESHOLD
+    rungs: tuple[int, ...] = ()
+    rung_prune_share: float = 0.2
     series: str = "train_loss"
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "rungs", tuple(int(step) for step in self.rungs))
+        steps = (self.probe_step, *self.rungs)
         checks = (
             (self.probe_step >= 1, "probe_step", "must be at least 1"),
             (0.0 <= self.threshold <= 1.0, "threshold", "must lie in [0, 1]"),
@@ -125,6 +143,12 @@ class PolicySettings:
             (0.0 <= self.exploration <= 1.0, "exploration", "must lie in [0, 1]"),
             (self.min_calibration_trials >= 2, "min_calibration_trials", "must be at least 2"),
             (0.0 < self.grok_threshold <= 1.0, "grok_threshold", "must lie in (0, 1]"),
+            (
+                all(a < b for a, b in itertools.pairwise(steps)),
+                "rungs",
+                f"must be steps after probe_step={self.probe_step}, in increasing order",
+            ),
+            (0.0 <= self.rung_prune_share < 1.0, "rung_prune_share", "must lie in [0, 1)"),
             (self.series in SERIES, "series", f"must be one of {SERIES}"),
         )
         for holds, name, requirement in checks:
@@ -144,10 +168,12 @@ class PolicySettings:
 @dataclass(frozen=True)
 class StudyContext:
     """What the study knows when a trial is judged: what its finished trials taught (for
-    the recalibration) and the P(grok) of its other probed trials (for ``keep_top``)."""
+    the recalibration), the P(grok) of its other probed trials (for ``keep_top``) and, at a
+    later rung, the forecasts of the other trials judged at that rung."""
 
     outcomes: Sequence[Outcome] = ()
     probed: Sequence[float] = ()
+    at_rung: Sequence[float] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +182,9 @@ class Verdict:
 
     record: DecisionRecord
     probe: Probe | None
+    #: At a later rung, the forecast that later trials at the rung rank against (None
+    #: when the trial had grokked or could not be read: it ranked nobody).
+    rung_forecast: float | None = None
 
     @property
     def stops(self) -> bool:
@@ -163,7 +192,7 @@ class Verdict:
 
     def noted(self, note: str) -> Verdict:
         """This verdict, its record saying how the trial's reports were read."""
-        return Verdict(replace(self.record, note=note), self.probe) if note else self
+        return replace(self, record=replace(self.record, note=note)) if note else self
 
 
 class StoppingPolicy:
@@ -189,6 +218,20 @@ class StoppingPolicy:
     def is_due(self, step: int | None) -> bool:
         """Whether a report at ``step`` is the probe (or after it)."""
         return step is not None and step >= self.settings.probe_step
+
+    def rung_due(self, step: int | None, judged: int) -> int | None:
+        """The later rung (numbered from 1) a kept trial reporting ``step`` is due to be
+        judged at, having been judged at ``judged`` of them; None if none. A report that
+        passes several rungs at once is judged once, at the newest."""
+        if step is None:
+            return None
+        reached = sum(rung <= step for rung in self.settings.rungs)
+        return reached if reached > judged else None
+
+    def judged_again(self, decision: Decision, judged: int) -> bool:
+        """Whether a trial decided ``decision`` at its probe, judged at ``judged`` later
+        rungs, has rungs still to come (kept trials only: explored ones run to the end)."""
+        return decision is Decision.KEEP and judged < len(self.settings.rungs)
 
     def diverged(self, history: History) -> DecisionRecord | None:
         """The record that prunes a history with a non-finite value (step 1), else None."""
@@ -238,6 +281,43 @@ class StoppingPolicy:
             standardized=assessment.standardized,
         )
         return Verdict(record, probe)
+
+    def judge_again(
+        self, history: History, trial: int | str, context: StudyContext, rung: int, step: int | None = None
+    ) -> Verdict:
+        """Judge a trial kept at its probe again, at later rung ``rung`` (see the module's
+        "second look"): ``context.at_rung`` holds the forecasts of the other trials judged
+        at this rung."""
+        step = history.newest_step if step is None else step
+        diverged = self.diverged(history)
+        if diverged is not None:
+            return Verdict(replace(diverged, rung=rung), None)
+        key, forecaster = self.forecaster_for(history)
+        try:
+            assessment = forecaster.assess(history)
+        except ValueError as error:
+            record = DecisionRecord.without_forecast(Decision.KEEP, int(step), f"no forecast ({error})")
+            return Verdict(replace(record, rung=rung), None)
+        probability = StudyModel().probability(assessment.logit, assessment.standardized)
+        grokked_rule = self._already_grokked(history)
+        if grokked_rule:
+            prune, rule, forecast = False, grokked_rule, None
+        else:
+            share = 1.0 - self.settings.rung_prune_share
+            prune, rule = self._ranked(probability, context.at_rung, share, "keep_top", "judged at this rung")
+            forecast = probability
+        record = DecisionRecord(
+            Decision.PRUNE if prune else Decision.KEEP,
+            int(step),
+            probability,
+            f"rung {rung}: {rule}",
+            assessment.main_features,
+            0,
+            assessment.features,
+            key,
+            rung=rung,
+        )
+        return Verdict(record, None, forecast)
 
     def forecaster_for(self, history: History) -> tuple[str, GrokForecaster]:
         """The forecaster for what ``history`` holds, and its key (which outcomes teach it)."""
@@ -302,11 +382,11 @@ class StoppingPolicy:
         return prune, f"{ranked}, until the study model has learned"
 
     def _ranked(
-        self, probability: float, probed: Sequence[float], share: float, name: str
+        self, probability: float, probed: Sequence[float], share: float, name: str, among: str = "probed"
     ) -> tuple[bool, str]:
         """Prune outside the top ``share`` of the trials probed so far (itself included)."""
         if len(probed) + 1 < self.settings.n_min_probed:
-            warm_up = f"warm-up: {len(probed) + 1} of {self.settings.n_min_probed} probed"
+            warm_up = f"warm-up: {len(probed) + 1} of {self.settings.n_min_probed} {among}"
             return False, f"{name} {share:g} ({warm_up})"
         cutoff = float(np.quantile([*probed, probability], 1.0 - share))
-        return probability < cutoff, f"{name} {share:g} of {len(probed) + 1} probed (cut-off {cutoff:.3f})"
+        return probability < cutoff, f"{name} {share:g} of {len(probed) + 1} {among} (cut-off {cutoff:.3f})"

@@ -8,12 +8,14 @@
    moved aside (``.bad``) with a one-line warning and the next one tried; the curves it
    replaces are dropped from the study database, since the resumed trainer carries them all;
 3. evaluate before the first update, then train in segments whose ends always include
-   the probe step; after each segment hand the trainer to the backend's
-   :class:`TrialHost`, which reports it (Optuna: the training loss at a stride; Ray: a
-   result with every curve since the last) and may stop the trial there;
-4. at the probe the backend's stopper decides (:mod:`grokforecast.core.policy`); a kept
-   trial is checkpointed at once, then every ``checkpoint_every`` steps, and keeps a few
-   snapshots for a look inside later (:mod:`grokforecast.inside.snapshots`);
+   the probe step and the later rungs (``[budget] rung_steps``); after each segment hand
+   the trainer to the backend's :class:`TrialHost`, which reports it (Optuna: the
+   training loss at a stride; Ray: a result with every curve since the last) and may stop
+   the trial there;
+4. at the probe the backend's stopper decides (:mod:`grokforecast.core.policy`), and
+   judges a kept trial again at each later rung; a kept trial is checkpointed at once,
+   then every ``checkpoint_every`` steps, and keeps a few snapshots for a look inside
+   later (:mod:`grokforecast.inside.snapshots`);
 5. end at ``full_steps``, when validation accuracy has held the grok threshold for
    ``hold_steps`` (the rest of the budget is compute saved), when the stopper prunes it,
    or when its loss diverges (an outcome, recorded as pruned, not a crash to retry);
@@ -24,7 +26,8 @@
    checkpoint and, where the backend asks, every ``flush_every`` steps.
 
 The probe step is ``[budget] probe_steps`` on both backends: the trial is judged once
-it has trained that many updates (see :mod:`grokforecast.core.policy`).
+it has trained that many updates (see :mod:`grokforecast.core.policy`), and likewise at
+each of the ``rung_steps``.
 """
 
 from __future__ import annotations
@@ -72,9 +75,10 @@ class TrialHost(Protocol):
         was); training starts next."""
         ...
 
-    def report(self, trainer: Trainer, since: int, at_probe: bool, checkpoint: bool) -> bool:
-        """Report the segment trained since step ``since``; save a checkpoint when asked.
-        Returns True when the backend's stopper ends the trial here."""
+    def report(self, trainer: Trainer, since: int, judged: bool, checkpoint: bool) -> bool:
+        """Report the segment trained since step ``since``, which ends at a step the
+        stopper judges when ``judged`` (the probe or a later rung); save a checkpoint when
+        asked. Returns True when the backend's stopper ends the trial here."""
         ...
 
     def end(self, trainer: Trainer, since: int, ending: dict[str, Any]) -> float:
@@ -171,14 +175,12 @@ class TrialLifecycle:
         host.begin(trainer, resumed_from)
         if trainer.step == 0:  # the evaluation before the first update is part of the curves
             trainer.run(until=0)
-            host.report(trainer, since=0, at_probe=False, checkpoint=False)
+            host.report(trainer, since=0, judged=False, checkpoint=False)
         segment = host.segment_steps(config.eval_every)
         next_checkpoint = _next_multiple(trainer.step, budget.checkpoint_every)
         while True:
             since = trainer.step
-            until = min(config.steps, since + segment)
-            if since < budget.probe_steps:
-                until = min(until, budget.probe_steps)
+            until = min([config.steps, since + segment, *(s for s in budget.judged_at if s > since)])
             status = trainer.run(until=until)
             if status is RunStatus.DIVERGED:
                 return self._end(trainer, flusher, since, "diverged", ending)
@@ -190,7 +192,8 @@ class TrialLifecycle:
             due = host.flush_every is not None and trainer.step - flusher.flushed_to >= host.flush_every
             if at_probe or checkpoint or due:
                 flusher.flush(trainer)
-            if host.report(trainer, since, at_probe, checkpoint):
+            judged = any(since < step <= trainer.step for step in budget.judged_at)
+            if host.report(trainer, since, judged, checkpoint):
                 return self._end(trainer, flusher, trainer.step, "pruned", ending)
             self.snapshots.after_segment(trainer, at_probe)
             shutdown.raise_if_requested()

@@ -6,8 +6,8 @@ accuracy objective, validation loss for a loss), a pruned trial's last value sit
 same axis as a completed trial's result. The dense curves, the training loss among them,
 live in the curve tables (:mod:`grokforecast.sweep.storage`) and feed the forecast. Optuna
 gets the first evaluation of every ``report_every`` steps (each report is a storage write,
-1-20 ms), the first at or after the probe step (a pruned trial's last value is the one it
-was judged on) and the last one of the run.
+1-20 ms), the first at or after the probe step and each later rung (a pruned trial's last
+value is the one it was judged on) and the last one of the run.
 """
 
 from __future__ import annotations
@@ -21,21 +21,26 @@ def objective_series(objective: str) -> str:
     return "val_loss" if objective.endswith("val_loss") else "val_acc"
 
 
-def is_reported(step: int, previous: int | None, every: int, probe_step: int) -> bool:
+def is_reported(step: int, previous: int | None, every: int, judged_at: Sequence[int]) -> bool:
     """Whether the evaluation at ``step`` (the one before it at ``previous``, None for the
     first) is shown to Optuna: the first evaluation of each stretch of ``every`` steps, and
-    the first at or after ``probe_step``."""
+    the first at or after each step in ``judged_at`` (the probe and the later rungs)."""
     if previous is None:
         return True
-    return step // every > previous // every or previous < probe_step <= step
+    return step // every > previous // every or any(previous < judged <= step for judged in judged_at)
 
 
 def reported_points(
-    steps: Sequence[int], values: Sequence[float], start: int, every: int, probe_step: int, last: bool
+    steps: Sequence[int],
+    values: Sequence[float],
+    start: int,
+    every: int,
+    judged_at: Sequence[int],
+    last: bool,
 ) -> Iterator[tuple[int, float]]:
     """The evaluations from index ``start`` on that :func:`is_reported` selects, and the
     newest one too when ``last`` (the run has ended)."""
     for i in range(start, len(steps)):
         previous = int(steps[i - 1]) if i > 0 else None
-        if is_reported(int(steps[i]), previous, every, probe_step) or (last and i == len(steps) - 1):
+        if is_reported(int(steps[i]), previous, every, judged_at) or (last and i == len(steps) - 1):
             yield int(steps[i]), float(values[i])

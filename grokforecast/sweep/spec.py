@@ -23,6 +23,7 @@ A study file is TOML, validated by pydantic; any mistake (an unknown key, a wron
 
     [budget]
     probe_steps = 150             # every trial trains this far, then the forecast decides
+    rung_steps = [1000]           # a kept trial is judged again here (default: none)
     full_steps = 2000             # kept trials continue to here
     hold_steps = 200              # a trial that held the grok threshold this long ends early
 
@@ -105,6 +106,8 @@ class SamplerSpec(_Strict):
 class BudgetSpec(_Strict):
     probe_steps: Annotated[int, Field(ge=1)]
     full_steps: Annotated[int, Field(ge=1)]
+    #: Steps after the probe at which a kept trial is judged again (the second look).
+    rung_steps: list[int] = []
     hold_steps: Annotated[int, Field(ge=0)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 500
     #: Keep a finished trial's last checkpoint (to continue or inspect it) instead of removing it.
@@ -121,7 +124,18 @@ class BudgetSpec(_Strict):
                 f"probe_steps={self.probe_steps} must be below full_steps={self.full_steps}; "
                 "the probe is the short start of a full run"
             )
+        steps = self.judged_at
+        if any(a >= b for a, b in zip(steps, [*steps[1:], self.full_steps], strict=True)):
+            raise ValueError(
+                f"rung_steps={self.rung_steps} must lie between probe_steps={self.probe_steps} and "
+                f"full_steps={self.full_steps}, in increasing order"
+            )
         return self
+
+    @property
+    def judged_at(self) -> tuple[int, ...]:
+        """The steps at which the stopper judges a trial: the probe, then the later rungs."""
+        return (self.probe_steps, *self.rung_steps)
 
 
 class PrunerSpec(_Strict):
@@ -141,6 +155,7 @@ class PrunerSpec(_Strict):
     exploration: float = PolicySettings.exploration
     recalibrate: bool = PolicySettings.recalibrate
     min_calibration_trials: int = PolicySettings.min_calibration_trials
+    rung_prune_share: float = PolicySettings.rung_prune_share
     seed: int = PolicySettings.seed
 
     @model_validator(mode="after")
@@ -149,9 +164,14 @@ class PrunerSpec(_Strict):
         return self
 
     def policy_settings(
-        self, probe_step: int, grok_threshold: float = DEFAULT_GROK_THRESHOLD
+        self, probe_step: int, grok_threshold: float = DEFAULT_GROK_THRESHOLD, rungs: tuple[int, ...] = ()
     ) -> PolicySettings:
-        options = {**self.model_dump(), "probe_step": probe_step, "grok_threshold": grok_threshold}
+        options = {
+            **self.model_dump(),
+            "probe_step": probe_step,
+            "grok_threshold": grok_threshold,
+            "rungs": rungs,
+        }
         if options["warm_up_keep_top"] is False:
             options["warm_up_keep_top"] = None
         return PolicySettings.of(options)
@@ -250,9 +270,10 @@ class StudySpec(_Strict):
         return float(self.train.get("grok_threshold", DEFAULT_GROK_THRESHOLD))
 
     def policy_settings(self) -> PolicySettings:
-        """The stopping policy of this study: ``[pruner]``, judged at ``probe_steps`` with
-        the study's grok threshold."""
-        return self.pruner.policy_settings(self.budget.probe_steps, self.grok_threshold)
+        """The stopping policy of this study: ``[pruner]``, judged at ``probe_steps`` and at
+        ``rung_steps``, with the study's grok threshold."""
+        budget = self.budget
+        return self.pruner.policy_settings(budget.probe_steps, self.grok_threshold, tuple(budget.rung_steps))
 
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///runs/{self.name}.db"

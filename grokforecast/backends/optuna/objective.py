@@ -138,9 +138,9 @@ class OptunaTrialHost:
         self._source = TrainerHistory(trainer)  # held here: the registry keeps it weakly
         register_history_source(self.trial, self._source)
 
-    def report(self, trainer: Trainer, since: int, at_probe: bool, checkpoint: bool) -> bool:
+    def report(self, trainer: Trainer, since: int, judged: bool, checkpoint: bool) -> bool:
         self._catch_up(trainer)
-        if (at_probe or (self.median and trainer.step > self.run.plan.spec.budget.probe_steps)) and (
+        if (judged or (self.median and trainer.step > self.run.plan.spec.budget.probe_steps)) and (
             self.trial.should_prune()
         ):
             return True
@@ -174,7 +174,7 @@ class OptunaTrialHost:
         every = 1 if self.median else spec.budget.report_every
         values = getattr(curves, objective_series(spec.objective))
         points = reported_points(
-            curves.eval_steps, values, self._reported, every, spec.budget.probe_steps, last
+            curves.eval_steps, values, self._reported, every, spec.budget.judged_at, last
         )
         for step, value in points:
             self.trial.report(value, step)

@@ -21,13 +21,15 @@ from grokforecast.vocabulary import (
     DECISION_ATTR,
     HYPERPARAMETERS,
     PROBE_ATTR,
+    RUNG_DECISIONS_ATTR,
+    RUNG_FORECASTS_ATTR,
 )
 
 logger = logging.getLogger(__name__)
 
 
 class HjorthPruner(BasePruner):
-    """Prune, once, at the probe step, the trials that are forecast not to grok.
+    """Prune, at the probe step, the trials that are forecast not to grok.
 
     Ordinary pruners compare validation metrics early and so stop exactly the runs that
     grok late. This pruner lets every trial run to ``probe_step``, forecasts from the
@@ -40,8 +42,12 @@ class HjorthPruner(BasePruner):
     warning naming the fix. Values that read as an accuracy (all in [0, 1], rising, in a
     maximizing study) reported to a pruner set for a loss are read as ``"val_acc"``, and
     the decision says so. Every
-    decision is stored as the trial's ``grokforecast_decision`` user attribute. The rule
-    is :class:`~grokforecast.core.policy.StoppingPolicy`, the same as the Ray backend's.
+    decision is stored as the trial's ``grokforecast_decision`` user attribute. With
+    ``rungs``, a kept trial is judged again at each of those steps and pruned there when its
+    forecast has fallen to the bottom ``rung_prune_share`` of the trials judged at the same
+    rung; those judgements are its ``grokforecast_rungs`` user attribute, and one that
+    prunes is its decision. The rule is :class:`~grokforecast.core.policy.StoppingPolicy`,
+    the same as the Ray backend's.
 
     Example:
 
@@ -111,6 +117,12 @@ class HjorthPruner(BasePruner):
             See ``recalibrate``.
         grok_threshold:
             Validation accuracy that counts as grokked.
+        rungs:
+            Steps after ``probe_step`` at which a kept trial is judged again (for example
+            a quarter and a half of the budget); default none.
+        rung_prune_share:
+            At each rung, the bottom share, by forecast, of the trials judged there that
+            is pruned (ranked once ``n_min_probed`` trials have been judged there).
         grok_value:
             Objective value that counts as grokked for the study model (``>=`` when the
             study maximizes, ``<=`` when it minimizes); default: ``grok_threshold``.
@@ -143,6 +155,8 @@ class HjorthPruner(BasePruner):
         recalibrate: bool = PolicySettings.recalibrate,
         min_calibration_trials: int = PolicySettings.min_calibration_trials,
         grok_threshold: float = PolicySettings.grok_threshold,
+        rungs: tuple[int, ...] = PolicySettings.rungs,
+        rung_prune_share: float = PolicySettings.rung_prune_share,
         grok_value: float | None = None,
         hyperparameters: dict[str, str] | None = None,
         seed: int = PolicySettings.seed,
@@ -167,9 +181,12 @@ class HjorthPruner(BasePruner):
         if last_step is None:
             return False
         earlier = trial.system_attrs.get(DECIDED_ATTR)
-        if earlier is not None:
+        judged = trial.system_attrs.get(RUNG_FORECASTS_ATTR, {})
+        if earlier is not None and not self.policy.judged_again(Decision(earlier), len(judged)):
             return earlier == Decision.PRUNE.value
         source = active_history_source(study.study_name, trial.number)
+        if earlier is not None:
+            return self._judge_again(study, trial, source, last_step, judged)
         if not math.isfinite(trial.intermediate_values[last_step]):
             history = self._history(trial, source, last_step, self.settings.series)
             record = self.policy.diverged(history) or DecisionRecord.diverged(self.settings.series, last_step)
@@ -182,6 +199,43 @@ class HjorthPruner(BasePruner):
         history = self._history(trial, source, step, series)
         verdict = self.policy.decide(history, trial.number, self._context(study, trial), step)
         return self._store(study, trial, verdict.noted(note))
+
+    def _judge_again(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        source: HistorySource | None,
+        last_step: int,
+        judged: dict[str, float | None],
+    ) -> bool:
+        """A kept trial at a later rung, if it has reached one it was not judged at."""
+        newest = source.newest_step if source is not None else None
+        step = last_step if newest is None else max(last_step, newest)
+        rung = self.policy.rung_due(step, len(judged))
+        if rung is None:
+            return False
+        series, note = self._reported_series(study, trial, source)
+        history = self._history(trial, source, step, series)
+        at_rung = [
+            forecast
+            for other in study.get_trials(deepcopy=False)
+            if other.number != trial.number
+            and (forecast := other.system_attrs.get(RUNG_FORECASTS_ATTR, {}).get(str(rung))) is not None
+        ]
+        verdict = self.policy.judge_again(history, trial.number, StudyContext(at_rung=at_rung), rung, step)
+        verdict = verdict.noted(note)
+        storage, trial_id = study._storage, trial._trial_id
+        skipped = {str(k): None for k in range(len(judged) + 1, rung)}  # passed in one report
+        forecasts = {**judged, **skipped, str(rung): verdict.rung_forecast}
+        storage.set_trial_system_attr(trial_id, RUNG_FORECASTS_ATTR, forecasts)
+        stored = storage.get_trial(trial_id).user_attrs  # the trial's own copy may be older
+        records = [*stored.get(RUNG_DECISIONS_ATTR, []), verdict.record.to_dict()]
+        storage.set_trial_user_attr(trial_id, RUNG_DECISIONS_ATTR, records)
+        if verdict.stops:
+            storage.set_trial_user_attr(trial_id, DECISION_ATTR, verdict.record.to_dict())
+            storage.set_trial_system_attr(trial_id, DECIDED_ATTR, Decision.PRUNE.value)
+        logger.info("trial %d: %s", trial.number, verdict.record.reason)
+        return verdict.stops
 
     def _reported_series(
         self, study: optuna.Study, trial: FrozenTrial, source: HistorySource | None

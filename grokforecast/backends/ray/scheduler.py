@@ -38,7 +38,9 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
     since the previous result, which is what the paper's spectral signal is computed on.
     At the first result at or after ``probe_step`` the scheduler forecasts from everything
     collected and answers ``STOP`` (forecast below ``threshold``) or ``CONTINUE``; that
-    decision stands for the rest of the trial. A trial whose ``val_acc`` has already
+    decision stands for the rest of the trial, unless ``rungs`` judge a kept trial again at
+    later steps (stopped there when its forecast ranks in the bottom ``rung_prune_share``
+    of the trials judged at the same rung). A trial whose ``val_acc`` has already
     reached ``grok_threshold`` by then has grokked and continues whatever the forecast; a
     non-finite value stops a trial at once (it diverged). The hyperparameters ``lr``,
     ``weight_decay`` and ``data_fraction`` are read from the trial's config when present.
@@ -92,7 +94,7 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
             ``grok_metric`` reached ``grok_value`` (default: ``grok_threshold``) in one of
             its results.
         series, forecaster, threshold, keep_top, warm_up_keep_top, n_min_probed, exploration,
-        recalibrate, min_calibration_trials, grok_threshold, seed:
+        recalibrate, min_calibration_trials, grok_threshold, rungs, rung_prune_share, seed:
             As for :class:`~grokforecast.HjorthPruner`. Exploration is drawn from ``seed``
             and the trial (its Optuna trial number under grokforecast's Ray backend, so
             that both backends draw the same); ``keep_top`` and ``warm_up_keep_top`` rank
@@ -114,6 +116,8 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         recalibrate: bool = PolicySettings.recalibrate,
         min_calibration_trials: int = PolicySettings.min_calibration_trials,
         grok_threshold: float = PolicySettings.grok_threshold,
+        rungs: tuple[int, ...] = PolicySettings.rungs,
+        rung_prune_share: float = PolicySettings.rung_prune_share,
         grok_metric: str = "val_acc",
         grok_value: float | None = None,
         seed: int = PolicySettings.seed,
@@ -129,6 +133,10 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         self._curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
         self._decisions: dict[str, DecisionRecord] = {}
         self._probes: dict[str, Probe] = {}
+        #: The decisions of each kept trial's later rungs, in order.
+        self._rung_decisions: dict[str, list[DecisionRecord]] = {}
+        #: Each kept trial's forecast at the rungs it was judged at (None: it had grokked).
+        self._rung_forecasts: dict[str, dict[int, float | None]] = {}
         self._reached_grok_value: set[str] = set()
         #: What each forecast trial that ran to its end taught, by trial key.
         self._outcomes: dict[str, Outcome] = {}
@@ -164,15 +172,18 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         value = result.get(self.grok_metric)
         if value is not None and value >= self.grok_value:
             self._reached_grok_value.add(trial_id)
-        if trial_id in self._decisions:
-            return self._answer(self._decisions[trial_id])
+        earlier = self._decisions.get(trial_id)
         step = result.get(self.time_attr)
+        if earlier is not None and not self._judged_again(trial_id, earlier):
+            return self._answer(earlier)
         if step is None:
             return TrialScheduler.CONTINUE
         points = _points(result, step)
         curves = self._curves.setdefault(trial_id, defaultdict(list))
         for name, new in points.items():
             curves[name].extend(new)
+        if earlier is not None:
+            return self._judge_again(trial_id, step, config)
         diverged = self.policy.diverged(History.from_points(points))
         if diverged is not None:
             return self._settle(trial_id, diverged)
@@ -188,9 +199,33 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
             self._probes[trial_id] = verdict.probe
         return self._settle(trial_id, verdict.record)
 
+    def _judged_again(self, trial_id: str, record: DecisionRecord) -> bool:
+        return self.policy.judged_again(record.decision, len(self._rung_forecasts.get(trial_id, {})))
+
+    def _judge_again(self, trial_id: str, step: int, config: Mapping[str, Any]) -> str:
+        """A kept trial at a later rung, if it has reached one it was not judged at."""
+        judged = self._rung_forecasts.setdefault(trial_id, {})
+        rung = self.policy.rung_due(step, len(judged))
+        if rung is None:
+            return TrialScheduler.CONTINUE
+        history = History.from_points(self._curves[trial_id], hyperparameters_from(config))
+        at_rung = [
+            forecast
+            for key, forecasts in self._rung_forecasts.items()
+            if key != trial_id and (forecast := forecasts.get(rung)) is not None
+        ]
+        verdict = self.policy.judge_again(
+            history, _trial_key(trial_id, config), StudyContext(at_rung=at_rung), rung, step
+        )
+        judged.update({k: None for k in range(len(judged) + 1, rung)})
+        judged[rung] = verdict.rung_forecast
+        self._rung_decisions.setdefault(trial_id, []).append(verdict.record)
+        return self._settle(trial_id, verdict.record if verdict.stops else self._decisions[trial_id])
+
     def _settle(self, trial_id: str, record: DecisionRecord) -> str:
         self._decisions[trial_id] = record
-        self._curves.pop(trial_id, None)
+        if not self._judged_again(trial_id, record):
+            self._curves.pop(trial_id, None)
         return self._answer(record)
 
     def learn(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any]) -> None:
@@ -219,6 +254,10 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         """The decision made for a trial, with its reason; None before its probe step."""
         return self._decisions.get(trial_id)
 
+    def rung_decisions(self, trial_id: str) -> list[DecisionRecord]:
+        """The decisions of a kept trial's later rungs, in order (empty without ``rungs``)."""
+        return list(self._rung_decisions.get(trial_id, ()))
+
     def probe(self, trial_id: str) -> Probe | None:
         """The forecast behind a decision (logit, probability, forecaster), as the Optuna
         pruner stores it; None for a trial not forecast (diverged, or not yet probed)."""
@@ -230,11 +269,13 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
     # -- state ---------------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
-        """The decisions made, the curves of trials not yet decided, and what finished
-        trials taught."""
+        """The decisions made (at the probe and later rungs), the curves of trials still to
+        be judged, and what finished trials taught."""
         return {
             "decisions": dict(self._decisions),
             "probes": dict(self._probes),
+            "rung_decisions": {k: list(r) for k, r in self._rung_decisions.items()},
+            "rung_forecasts": {k: dict(f) for k, f in self._rung_forecasts.items()},
             "curves": {k: {n: list(p) for n, p in c.items()} for k, c in self._curves.items()},
             "reached_grok_value": set(self._reached_grok_value),
             "outcomes": {k: tuple(o) for k, o in self._outcomes.items()},
@@ -243,6 +284,9 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
     def set_state(self, state: dict[str, Any]) -> None:
         self._decisions = dict(state["decisions"])
         self._probes = dict(state["probes"])
+        # A state saved before the second look existed has none.
+        self._rung_decisions = {k: list(r) for k, r in state.get("rung_decisions", {}).items()}
+        self._rung_forecasts = {k: dict(f) for k, f in state.get("rung_forecasts", {}).items()}
         self._curves = {k: defaultdict(list, c) for k, c in state["curves"].items()}
         self._reached_grok_value = set(state["reached_grok_value"])
         self._outcomes = {k: Outcome(*o) for k, o in state["outcomes"].items()}
@@ -279,15 +323,15 @@ class _SchedulerCallback(Callback):
     def __init__(self, scheduler: GrokForecastScheduler, print_decisions: bool) -> None:
         self.scheduler = scheduler
         self.print_decisions = print_decisions
-        self._printed: set[str] = set()
+        self._printed: dict[str, DecisionRecord] = {}
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info
     ) -> None:
         record = self.scheduler.decision(trial.trial_id)
         result.update(decision_metrics(record))
-        if self.print_decisions and record is not None and trial.trial_id not in self._printed:
-            self._printed.add(trial.trial_id)
+        if self.print_decisions and record is not None and self._printed.get(trial.trial_id) != record:
+            self._printed[trial.trial_id] = record  # once, and once more if a later rung prunes
             print(f"GrokForecastScheduler: trial {trial.trial_id} {record.reason}", flush=True)
 
     def get_state(self) -> dict[str, Any]:

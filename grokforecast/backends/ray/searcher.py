@@ -31,6 +31,7 @@ from grokforecast.vocabulary import (
     OUTCOME_KEYS,
     PROBE_ATTR,
     RESUMED_FROM_ATTR,
+    RUNG_DECISIONS_ATTR,
     STOPPED_ATTR,
     TRIAL_NUMBER,
 )
@@ -74,7 +75,7 @@ class StudySearcher(SavesStateToFile, Searcher):
         budget = self.plan.spec.budget
         step = result.get("step")
         if step is not None and is_reported(
-            step, self._last_steps.get(trial_id), budget.report_every, budget.probe_steps
+            step, self._last_steps.get(trial_id), budget.report_every, budget.judged_at
         ):
             self._report(trial_id, result)
         self._last_steps[trial_id] = step
@@ -91,6 +92,9 @@ class StudySearcher(SavesStateToFile, Searcher):
             self._report(trial_id, result)  # the run's last value, as the Optuna path reports it
         if self.scheduler is not None and (probe := self.scheduler.probe(trial_id)) is not None:
             self.study._storage.set_trial_system_attr(self._storage_id(number), PROBE_ATTR, probe.to_dict())
+        if self.scheduler is not None and (rungs := self.scheduler.rung_decisions(trial_id)):
+            records = [record.to_dict() for record in rungs]
+            self.study._storage.set_trial_user_attr(self._storage_id(number), RUNG_DECISIONS_ATTR, records)
         decision = self.scheduler.decision(trial_id) if self.scheduler else None
         settle(self.study, number, result, decision, self.plan.spec.objective, error)
 
@@ -141,7 +145,7 @@ def settle(
         return TrialState.FAIL
     stopped_by_forecast = decision is not None and decision.decision is Decision.PRUNE
     if stopped_by_forecast and STOPPED_ATTR not in result:
-        result = {**result, **_outcome_at_probe(result)}
+        result = {**result, **_outcome_when_stopped(result)}
     if STOPPED_ATTR not in result:
         return None
     for key in OUTCOME_KEYS:
@@ -160,8 +164,9 @@ def settle(
     return TrialState.COMPLETE
 
 
-def _outcome_at_probe(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The outcome of a trial the scheduler stopped, from its probe-step result."""
+def _outcome_when_stopped(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The outcome of a trial the scheduler stopped, from the result it stopped at (its
+    probe or a later rung)."""
     return {
         STOPPED_ATTR: "pruned",
         "steps_trained": result.get("step"),

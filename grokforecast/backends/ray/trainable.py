@@ -58,7 +58,7 @@ class TuneTrialHost:
     def begin(self, trainer: Trainer, resumed_from: dict[str, int] | None) -> None:
         pass  # where it resumed from goes with the last result (Tune's results are its record)
 
-    def report(self, trainer: Trainer, since: int, at_probe: bool, checkpoint: bool) -> bool:
+    def report(self, trainer: Trainer, since: int, judged: bool, checkpoint: bool) -> bool:
         metrics = self._metrics(trainer, since)
         if not checkpoint:
             tune.report(metrics)
