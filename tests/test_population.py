@@ -1,0 +1,157 @@
+"""A trial trained in a population trains as it would alone (real tiny trainings)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grokforecast.errors import ConfigError
+from grokforecast.training import RunStatus, TrainConfig, Trainer
+from grokforecast.training.population import Population
+
+warnings.filterwarnings("ignore", message="There is a performance drop")  # vmap over CPU attention
+
+#: Every workload, small enough to train 60 steps in well under a second.
+WORKLOADS = {
+    "modular_mlp": {"workload_options": {"p": 23, "embed_dim": 16, "hidden": 32}},
+    "modular_quadratic": {"workload_options": {"p": 23, "width": 64}},
+    "modular_transformer": {"workload_options": {"p": 23, "d_model": 32, "n_heads": 2, "n_layers": 1}},
+    "digits_mlp": {"workload_options": {"width": 64}, "init_scale": 8.0},
+    "sparse_parity": {"workload_options": {"n_bits": 12, "k": 3, "size": 600, "hidden": 64}},
+}
+SERIES = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
+
+
+def _configs(workload: str, *settings: dict) -> list[TrainConfig]:
+    """Trials of ``workload`` with their own lr, weight decay, data fraction and seed."""
+    base = {"workload": workload, "steps": 60, "eval_every": 10, "device": "cpu", **WORKLOADS[workload]}
+    return [
+        TrainConfig(
+            **{
+                **base,
+                "lr": 1e-3 * (1 + i),
+                "weight_decay": 0.1 * (1 + i),
+                "data_fraction": 0.3 + 0.1 * i,
+                "seed": i,
+                "warmup_steps": 5 * i,
+                **extra,
+            }
+        )
+        for i, extra in enumerate(settings)
+    ]
+
+
+def _alone(config: TrainConfig, *segment_ends: int) -> Trainer:
+    """``config`` trained alone, in segments ending at ``segment_ends`` (each evaluates)."""
+    trainer = Trainer(config)
+    for until in segment_ends:
+        trainer.run(until=until)
+    trainer.run()
+    return trainer
+
+
+def assert_same_curves(alone: Trainer, together: Trainer) -> None:
+    """Equal to float tolerance; an accuracy may differ by a row whose logits tie within it."""
+    for series in SERIES:
+        expected, got = np.array(getattr(alone.curves, series)), np.array(getattr(together.curves, series))
+        assert got.shape == expected.shape, series
+        if series.endswith("acc"):
+            np.testing.assert_allclose(got, expected, atol=2.5e-3, err_msg=series)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6, err_msg=series)
+    assert together.curves.eval_steps == alone.curves.eval_steps
+
+
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+def test_every_workload_trains_in_a_population_as_it_would_alone(workload: str) -> None:
+    configs = _configs(workload, {}, {}, {})
+    together = [Trainer(config) for config in configs]
+    population = Population(capacity=3)
+    for trainer in together:
+        population.admit(trainer)
+    assert population.run(25) == population.run(35) == dict.fromkeys(range(3), RunStatus.REACHED)
+    for config, trainer in zip(configs, together, strict=True):
+        assert trainer.step == 60
+        assert_same_curves(_alone(config, 25), trainer)
+
+
+def test_slots_keep_their_own_data_fraction_batches_and_grokfast_filter() -> None:
+    configs = _configs(
+        "modular_mlp",
+        {"grokfast": "ema", "grokfast_alpha": 0.9, "grokfast_lamb": 1.5},
+        {"grokfast": "ma", "grokfast_window": 7, "grokfast_lamb": 3.0, "batch_size": 64},
+        {"batch_size": 100},
+        {"data_fraction": 0.8},
+    )
+    population = Population(capacity=4)
+    together = [Trainer(config) for config in configs]
+    for trainer in together:
+        population.admit(trainer)
+    population.run(60)
+    assert len({len(t.train_labels) for t in together}) == 4  # four data fractions, padded in the stack
+    for config, trainer in zip(configs, together, strict=True):
+        assert_same_curves(_alone(config), trainer)
+
+
+def test_a_released_slot_is_refilled_and_both_trials_go_on_as_alone(tmp_path: Path) -> None:
+    first, second, newcomer = _configs("modular_mlp", {"grokfast": "ema"}, {}, {"grokfast": "ma"})
+    population = Population(capacity=2)
+    slots = [population.admit(Trainer(config)) for config in (first, second)]
+    population.run(30)
+    released = population.release(slots[0])  # pruned at step 30, say: its slot takes the next trial
+    assert population.free == [slots[0]]
+    refill = Trainer(newcomer)
+    assert population.admit(refill) == slots[0]
+    population.run(30)
+    assert population.member(slots[1]).step == 60 and refill.step == 30
+    released.run()  # the released trial goes on alone, from the state the population wrote into it
+    assert_same_curves(_alone(first, 30), released)
+    assert_same_curves(_alone(second, 30), population.member(slots[1]))
+    population.export(slots[0]).save(tmp_path / "refill.pt")  # a checkpoint, as a lone trial writes it
+    resumed = Trainer.resume(tmp_path / "refill.pt", newcomer)
+    resumed.run()
+    assert_same_curves(_alone(newcomer, 30), resumed)
+
+
+def test_a_checkpointed_trial_resumes_into_a_population() -> None:
+    config, other = _configs("modular_quadratic", {"grokfast": "ema"}, {})
+    half = Trainer(config)
+    half.run(until=30)
+    population = Population(capacity=2)
+    slot = population.admit(half)
+    population.admit(Trainer(other))
+    population.run(30)
+    assert_same_curves(_alone(config), population.member(slot))
+
+
+def test_a_diverging_slot_stops_alone_and_the_others_train_on() -> None:
+    configs = _configs("modular_mlp", {"lr": 1e6, "warmup_steps": 0}, {})
+    population = Population(capacity=2)
+    exploding, steady = (population.admit(Trainer(config)) for config in configs)
+    status = population.run(60)
+    alone = _alone(configs[0])
+    assert status == {exploding: RunStatus.DIVERGED, steady: RunStatus.REACHED}
+    assert population.member(exploding).diverged_at == alone.diverged_at is not None
+    assert_same_curves(_alone(configs[1]), population.member(steady))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"workload_options": {"p": 23, "embed_dim": 16, "hidden": 64}}, "its model has other parameters"),
+        ({"workload": "digits_mlp", "workload_options": {"width": 64}}, "its model has other parameters"),
+        ({"grokfast": "ma", "grokfast_window": 9}, "its Grokfast window is 9, the population's 7"),
+    ],
+)
+def test_a_trial_that_cannot_share_the_stack_is_refused_naming_why(settings: dict, message: str) -> None:
+    (seed,) = _configs("modular_mlp", {"grokfast": "ma", "grokfast_window": 7})
+    population = Population(capacity=3)
+    population.admit(Trainer(seed))
+    (misfit,) = _configs(settings.get("workload", "modular_mlp"), {})
+    with pytest.raises(ConfigError, match=message):
+        population.admit(Trainer(TrainConfig(**{**misfit.to_dict(), **settings})))
+    with pytest.raises(ConfigError, match="capacity=0 must be at least 1"):
+        Population(capacity=0)
