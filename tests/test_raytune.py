@@ -345,6 +345,18 @@ def test_the_median_pruner_only_the_optuna_backend_has_is_refused_in_one_line(tm
     assert "pruner.kind" in shown.stderr and "--backend optuna" in shown.stderr
 
 
+def test_a_population_on_ray_is_refused_in_one_line_naming_the_fix(tmp_path: Path) -> None:
+    path = write_study(tmp_path, study_text("refused"))
+    command = [*GROKFORECAST, "sweep", str(path), "--backend", "ray", "--population", "4"]
+    shown = subprocess.run(
+        [*command, "--storage", f"sqlite:///{tmp_path / 's.db'}"], capture_output=True, text=True
+    )
+    assert (
+        shown.returncode == 2 and "population=4: populations train on the optuna backend only" in shown.stderr
+    )
+    assert "Traceback" not in shown.stderr and not (tmp_path / "s.db").exists()
+
+
 def test_the_study_files_pruner_and_grok_threshold_reach_both_stoppers_alike(tmp_path: Path) -> None:
     text = (
         study_text("settings")

@@ -17,11 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 from optuna.trial import TrialState
 
+from grokforecast import HjorthPruner
 from grokforecast.backends.optuna.objective import worker_identity
 from grokforecast.backends.optuna.workers import reap_dead_trials, retry_interrupted, run_worker
 from grokforecast.bench.faults import worker_processes
+from grokforecast.core.policy import StudyContext
 from grokforecast.errors import ConfigError, GrokforecastError
+from grokforecast.history import History, hyperparameters_from
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.populations import AUTO_SIZES, choose_population
 from grokforecast.sweep.spec import load_study_spec
 from grokforecast.sweep.storage import (
     misread_absolute_path,
@@ -66,6 +70,7 @@ from studies import GROKFORECAST, study_text, write_study
             r"search.data_fraction reaches 1.3, where data_fraction=1.3 must lie strictly between 0 and 1",
         ),
         (("threshold = 0.5", "threshold = 1.5"), r"pruner: threshold=1.5 must lie in \[0, 1\]"),
+        (("full_steps = 240", "full_steps = 240\npopulation = 0"), "budget.population"),
         (
             ("full_steps = 240", "full_steps = 240\nrung_steps = [300]"),
             r"rung_steps=\[300\] must lie between probe_steps=40 and full_steps=240, in increasing order",
@@ -243,6 +248,43 @@ def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path)
         assert curves_of(plan, trial.number)["train_loss"][0][-1] == 119
 
 
+def _trained_alone(plan: SweepPlan, trial: optuna.trial.FrozenTrial) -> Trainer:
+    """The trial's configuration trained alone in the sweep's segments: its probe, then on."""
+    trainer = Trainer(plan.spec.train_config(trial.params))
+    for until in (0, plan.spec.budget.probe_steps, trial.user_attrs["steps_trained"]):
+        trainer.run(until=until)
+    return trainer
+
+
+def test_a_population_sweep_refills_its_slots_and_trains_each_trial_as_alone(in_tmp: Path) -> None:
+    text = study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=6, threshold=0.5)
+    plan = SweepPlan.load(write_study(in_tmp, text.replace("hold_steps", "population = 3\nhold_steps")))
+    create_study(plan)
+    run_worker(plan)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    ran = [t for t in study.trials if SURPLUS_ATTR not in t.system_attrs]  # threads racing for the last
+    assert len(ran) == 6 and {t.state for t in ran} <= {TrialState.PRUNED, TrialState.COMPLETE}
+    probe = plan.spec.budget.probe_steps
+    for trial in ran:  # six trials through three slots
+        alone, curves = _trained_alone(plan, trial), curves_of(plan, trial.number)
+        assert list(curves["val_acc"][0]) == alone.curves.eval_steps
+        assert (
+            len(curves["train_loss"][1]) == len(alone.curves.train_loss) == trial.user_attrs["steps_trained"]
+        )
+        # To the probe as alone (batched matmuls round differently; a long run amplifies that)
+        np.testing.assert_allclose(
+            curves["train_loss"][1][:probe], alone.curves.train_loss[:probe], rtol=1e-5
+        )
+        decision = trial.user_attrs[DECISION_ATTR]  # and the decision as alone
+        history = History.from_curves(alone.curves, hyperparameters=hyperparameters_from(trial.params))
+        forecast = (
+            HjorthPruner(probe).policy.decide(history.until(probe), 0, StudyContext()).record.probability
+        )
+        assert decision["probability"] == pytest.approx(forecast, abs=0.01)  # the features amplify rounding
+        if abs(forecast - 0.5) > 0.01:
+            assert decision["decision"] == ("prune" if forecast < 0.5 else "keep")
+
+
 def test_keep_checkpoints_keeps_a_finished_trials_last_checkpoint(in_tmp: Path) -> None:
     text = study_text("keep", n_trials=1, threshold=0.0).replace(
         "checkpoint_every = 100", "checkpoint_every = 100\nkeep_checkpoints = true"
@@ -311,6 +353,33 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_with_nothing_lost(
     assert 0 not in curves  # the dead trial's curves moved to its retry, not copied
     assert (curves[retry.number]["train_loss"][0] == np.arange(2000)).all()
     assert "2 trials finished" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_population_resumes_every_slot_from_its_checkpoint(in_tmp: Path) -> None:
+    text = study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=3, threshold=0.0, full_steps=2000)
+    plan = SweepPlan.load(write_study(in_tmp, text.replace("hold_steps", "population = 2\nhold_steps")))
+    create_study(plan)
+    worker = subprocess.Popen(
+        [*GROKFORECAST, "worker", str(plan.spec_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = [plan.checkpoint_dir / f"trial-{n}.pt" for n in (0, 1)]
+    try:
+        _wait_for(lambda: all(path.exists() for path in checkpoints))  # both slots past their probe
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    resumed, study = _resume(plan)
+    states = [t.state for t in study.trials]
+    assert states[:2] == [TrialState.FAIL] * 2 and states.count(TrialState.COMPLETE) == 3
+    assert TrialState.RUNNING not in states
+    curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
+    for killed in (0, 1):  # each slot's trial continued from its own checkpoint, nothing lost
+        retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == killed)
+        assert retry.user_attrs["resumed_from"]["trial"] == killed
+        assert retry.user_attrs["resumed_from"]["step"] >= plan.spec.budget.probe_steps
+        assert (curves[retry.number]["train_loss"][0] == np.arange(2000)).all() and killed not in curves
+    assert "3 trials finished" in resumed.stdout
 
 
 def _resume(plan: SweepPlan) -> tuple[subprocess.CompletedProcess, optuna.Study]:
@@ -411,6 +480,22 @@ def test_the_sweep_command_runs_two_workers_and_ends_with_a_report(in_tmp: Path)
         study_name=plan.spec.name, storage=f"sqlite:///{in_tmp / 'runs' / plan.spec.name}.db"
     )
     assert 3 <= summarize(study, 240).finished <= 4  # --n-trials wins over the file's 4
+
+
+def test_population_auto_measures_a_size_and_resume_may_choose_another(in_tmp: Path) -> None:
+    plan = _plan(in_tmp, None, n_trials=3)
+    size, why = choose_population(plan.spec)
+    assert size in (1, *AUTO_SIZES) and why.startswith(f"population auto: {size} trial(s) at once")
+    command = [*GROKFORECAST, "sweep", str(plan.spec_path), "--population", "auto", "--n-trials", "2"]
+    swept = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=in_tmp)
+    assert swept.returncode == 0, swept.stderr
+    assert "population auto: " in swept.stdout and "2 trials finished" in swept.stdout
+    command = [*GROKFORECAST, "resume", str(plan.spec_path), "--population", "2"]  # the study is the same
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=in_tmp)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 trials at once each" in resumed.stdout and "3 trials finished" in resumed.stdout
+    bad = subprocess.run([*command[:3], "--population", "0"], capture_output=True, text=True, cwd=in_tmp)
+    assert bad.returncode == 2 and "'0' is neither a number of trials (1 or more) nor 'auto'" in bad.stderr
 
 
 def test_a_relative_sqlite_path_that_looks_absolute_is_warned_about_and_shown_resolved(in_tmp: Path) -> None:

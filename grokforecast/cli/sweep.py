@@ -29,6 +29,25 @@ workers_option = click.option(
     help="Worker processes on this machine.",
 )
 
+
+class _PopulationSize(click.ParamType):
+    name = "K|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == "auto" or (isinstance(value, int) and value >= 1):
+            return value
+        if isinstance(value, str) and value.isdigit() and int(value) >= 1:
+            return int(value)
+        self.fail(f"{value!r} is neither a number of trials (1 or more) nor 'auto'", param, ctx)
+
+
+population_option = click.option(
+    "--population",
+    type=_PopulationSize(),
+    help="Trials each worker trains at once as one stacked model, or 'auto' to measure the "
+    "fastest [default: the study file's [budget] population, else 1].",
+)
+
 backend_option = click.option(
     "--backend",
     type=click.Choice(["optuna", "ray"]),
@@ -44,7 +63,9 @@ ray_address_option = click.option(
 )
 
 
-def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepPlan:
+def _plan(
+    study_file: Path, storage: str | None, n_trials: int | None, population: int | str | None = None
+) -> SweepPlan:
     import optuna
 
     from grokforecast.sweep.plan import SweepPlan
@@ -56,7 +77,27 @@ def _plan(study_file: Path, storage: str | None, n_trials: int | None) -> SweepP
         click.echo(f"warning: {warning}", err=True)
     if n_trials is not None:
         plan = dataclasses.replace(plan, spec=plan.spec.model_copy(update={"n_trials": n_trials}))
+    if population is not None:
+        plan = _with_population(plan, population)
     return plan
+
+
+def _with_population(plan: SweepPlan, population: int | str) -> SweepPlan:
+    budget = plan.spec.budget.model_copy(update={"population": population})
+    return dataclasses.replace(plan, spec=plan.spec.model_copy(update={"budget": budget}))
+
+
+def _measured_population(plan: SweepPlan, backend: str) -> SweepPlan:
+    """The plan with ``population = "auto"`` measured once, for every worker (1 on Ray)."""
+    if plan.spec.budget.population != "auto":
+        return plan
+    if backend == "ray":
+        return _with_population(plan, 1)
+    from grokforecast.sweep.populations import choose_population
+
+    population, why = choose_population(plan.spec)
+    click.echo(why)
+    return _with_population(plan, population)
 
 
 def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address: str | None) -> None:
@@ -66,10 +107,18 @@ def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address:
     from grokforecast.sweep.study import load_study
     from grokforecast.sweep.summary import report_text, summarize
 
+    plan = _measured_population(plan, backend)
     budget = plan.spec.budget
     if backend == "ray" and workers != 1:
         raise click.UsageError("--workers is for the optuna backend; on Ray, set [ray] cpus_per_trial")
+    if backend == "ray" and budget.population != 1:
+        raise click.UsageError(
+            f"population={budget.population}: populations train on the optuna backend only; "
+            "use --backend optuna, or --population 1 on Ray"
+        )
     runner = f"{workers} worker(s)" if backend == "optuna" else "Ray Tune"
+    if budget.population > 1 and backend == "optuna":
+        runner += f", {budget.population} trials at once each"
     click.echo(
         f"study {plan.spec.name!r}: {plan.spec.n_trials} trials, probe {budget.probe_steps} of "
         f"{budget.full_steps} steps, {runner}, storage {display_url(absolute_url(plan.storage_url))}"
@@ -94,6 +143,7 @@ def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address:
 @storage_option
 @n_trials_option
 @workers_option
+@population_option
 @backend_option
 @ray_address_option
 def sweep(
@@ -101,6 +151,7 @@ def sweep(
     storage: str | None,
     n_trials: int | None,
     workers: int,
+    population: int | None,
     backend: str,
     ray_address: str | None,
 ) -> None:
@@ -108,7 +159,7 @@ def sweep(
 
     Running it again on an existing study continues it to its number of trials.
     """
-    _run(_plan(study_file, storage, n_trials), workers, False, backend, ray_address)
+    _run(_plan(study_file, storage, n_trials, population), workers, False, backend, ray_address)
 
 
 @click.command()
@@ -116,6 +167,7 @@ def sweep(
 @storage_option
 @n_trials_option
 @workers_option
+@population_option
 @backend_option
 @ray_address_option
 def resume(
@@ -123,6 +175,7 @@ def resume(
     storage: str | None,
     n_trials: int | None,
     workers: int,
+    population: int | None,
     backend: str,
     ray_address: str | None,
 ) -> None:
@@ -130,7 +183,7 @@ def resume(
 
     With --backend ray, the sweep's newest Ray Tune experiment is restored first.
     """
-    plan = _plan(study_file, storage, n_trials)
+    plan = _plan(study_file, storage, n_trials, population)
     from grokforecast.sweep.study import load_study
 
     load_study(plan)  # a clear error when there is nothing to resume
@@ -163,6 +216,7 @@ def worker(study_file: Path, storage: str | None, wait_seconds: float) -> None:
         click.echo(f"opening {display_url(plan.storage_url)} (waiting up to {wait_seconds:g} s)")
     storage_of_study = plan.open_storage(wait_seconds)
     create_study(plan, storage_of_study)
+    plan = _measured_population(plan, "optuna")
     click.echo(f"joining study {plan.spec.name!r}")
     try:
         run_worker(plan, storage=storage_of_study)

@@ -7,7 +7,8 @@
    restarted Tune trial), else start fresh; a checkpoint that fails verification is
    moved aside (``.bad``) with a one-line warning and the next one tried; the curves it
    replaces are dropped from the study database, since the resumed trainer carries them all;
-3. evaluate before the first update, then train in segments whose ends always include
+3. evaluate before the first update, then train in segments (alone, or in the worker's
+   population: :class:`Segments`) whose ends always include
    the probe step and the later rungs (``[budget] rung_steps``); after each segment hand
    the trainer to the backend's :class:`TrialHost`, which reports it (Optuna: the
    training loss at a stride; Ray: a result with every curve since the last) and may stop
@@ -49,6 +50,30 @@ from grokforecast.training import RunStatus, Trainer
 from grokforecast.vocabulary import OUTCOME_KEYS, RESUMED_FROM_ATTR, STOPPED_ATTR
 
 logger = logging.getLogger(__name__)
+
+
+class Segments(Protocol):
+    """Who trains a trial's segments: the trainer alone (:class:`TrainAlone`), or a
+    population shared with the worker's other trials
+    (:class:`~grokforecast.sweep.populations.SharedPopulation`)."""
+
+    def run(self, trainer: Trainer, until: int) -> RunStatus:
+        """Train ``trainer`` to step ``until``, as ``trainer.run(until=until)`` does."""
+        ...
+
+    def leave(self, trainer: Trainer) -> None:
+        """The trial of ``trainer`` has ended (or stopped): it trains no more here."""
+        ...
+
+
+class TrainAlone:
+    """Each trial trains on its own (the default: one trial per process)."""
+
+    def run(self, trainer: Trainer, until: int) -> RunStatus:
+        return trainer.run(until=until)
+
+    def leave(self, trainer: Trainer) -> None:
+        pass
 
 
 class TrialHost(Protocol):
@@ -158,14 +183,22 @@ class TrialLifecycle:
         trial_number: int,
         params: dict[str, Any],
         host: TrialHost,
+        segments: Segments | None = None,
     ) -> None:
         self.plan, self.engine, self.trial_number, self.host = plan, engine, trial_number, host
+        self.segments = segments or TrainAlone()
         self.config = plan.spec.train_config(params)
 
     def run(self) -> float:
-        budget, config, host = self.plan.spec.budget, self.config, self.host
         shutdown.raise_if_requested()  # asked to stop between trials: start none
         trainer, resumed_from = self._start()
+        try:
+            return self._train(trainer, resumed_from)
+        finally:
+            self.segments.leave(trainer)
+
+    def _train(self, trainer: Trainer, resumed_from: dict[str, int] | None) -> float:
+        budget, config, host = self.plan.spec.budget, self.config, self.host
         chain_first = [*host.predecessors(), self.trial_number][0]
         self.snapshots = SnapshotSchedule(
             snapshot_folder(self.plan.snapshot_dir, chain_first), config.steps, budget.snapshots, trainer
@@ -174,14 +207,14 @@ class TrialLifecycle:
         ending = {RESUMED_FROM_ATTR: resumed_from}
         host.begin(trainer, resumed_from)
         if trainer.step == 0:  # the evaluation before the first update is part of the curves
-            trainer.run(until=0)
+            self.segments.run(trainer, 0)
             host.report(trainer, since=0, judged=False, checkpoint=False)
         segment = host.segment_steps(config.eval_every)
         next_checkpoint = _next_multiple(trainer.step, budget.checkpoint_every)
         while True:
             since = trainer.step
             until = min([config.steps, since + segment, *(s for s in budget.judged_at if s > since)])
-            status = trainer.run(until=until)
+            status = self.segments.run(trainer, until)
             if status is RunStatus.DIVERGED:
                 return self._end(trainer, flusher, since, "diverged", ending)
             if trainer.step >= config.steps:

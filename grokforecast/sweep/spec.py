@@ -26,6 +26,7 @@ A study file is TOML, validated by pydantic; any mistake (an unknown key, a wron
     rung_steps = [1000]           # a kept trial is judged again here (default: none)
     full_steps = 2000             # kept trials continue to here
     hold_steps = 200              # a trial that held the grok threshold this long ends early
+    population = 1                # trials a worker trains at once, as one stacked model ("auto": measured)
 
     [pruner]                      # HjorthPruner settings; enabled = false runs every trial
     kind = "hjorth"               # or "median": Optuna's MedianPruner on val acc (for comparison)
@@ -116,6 +117,8 @@ class BudgetSpec(_Strict):
     #: at each 1/snapshots of its budget, plus its probe and grok steps; 0 keeps none.
     snapshots: Annotated[int, Field(ge=0)] = 4
     report_every: Annotated[int, Field(ge=1)] = 50
+    #: Trials a worker trains at once as one stacked model (:mod:`grokforecast.sweep.populations`).
+    population: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
 
     @model_validator(mode="after")
     def _check(self) -> BudgetSpec:

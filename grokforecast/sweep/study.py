@@ -77,7 +77,9 @@ def _same_search(stored_text: str, spec: StudySpec) -> bool:
         stored = parse_study_text(stored_text, "the stored study file")
     except ConfigError:
         return False
-    return (stored.search, stored.train, stored.budget) == (spec.search, spec.train, spec.budget)
+    # How many trials a worker trains at once changes no trial: a resume may choose another.
+    same_budget = stored.budget.model_copy(update={"population": spec.budget.population}) == spec.budget
+    return (stored.search, stored.train) == (spec.search, spec.train) and same_budget
 
 
 def load_study(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ def total_weight_norm(model: torch.nn.Module) -> torch.Tensor:
 
 
 EvalCallback = Callable[["Trainer"], None]
+#: Held while a trainer seeds torch's global generator and builds its model from it: trainers
+#: built at once in several threads (a worker's population) would otherwise draw from
+#: each other's seeds.
+_GLOBAL_RNG = threading.Lock()
 
 
 class Trainer:
@@ -88,8 +93,11 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
             tune_for_cpu_training()
-        torch.manual_seed(config.seed)
-        problem = build_problem(config.workload, config.data_fraction, config.seed, config.workload_options)
+        with _GLOBAL_RNG:  # the model is built from torch's global generator, seeded here
+            torch.manual_seed(config.seed)
+            problem = build_problem(
+                config.workload, config.data_fraction, config.seed, config.workload_options
+            )
         self.model = problem.model.to(self.device)
         with torch.no_grad():
             for parameter in self.model.parameters():

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from grokforecast.backends.optuna.monitor import register_history_source
 from grokforecast.core.decision import Decision, DecisionRecord
 from grokforecast.history import History, hyperparameters_from
-from grokforecast.sweep.lifecycle import TrialLifecycle
+from grokforecast.sweep.lifecycle import Segments, TrialLifecycle
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.reporting import objective_series, reported_points
 from grokforecast.sweep.study import FINISHED, suggest
@@ -67,9 +67,10 @@ class TrainerHistory:
 class TrialRun:
     """The objective of a sweep: callable on an Optuna trial, returns the study's objective."""
 
-    def __init__(self, plan: SweepPlan, engine: sa.Engine) -> None:
+    def __init__(self, plan: SweepPlan, engine: sa.Engine, segments: Segments | None = None) -> None:
         self.plan = plan
         self.engine = engine
+        self.segments = segments
 
     def checkpoint_path(self, trial_number: int) -> Path:
         return self.plan.checkpoint_dir / f"trial-{trial_number}.pt"
@@ -93,7 +94,7 @@ class TrialRun:
     def __call__(self, trial: optuna.Trial) -> float:
         host = OptunaTrialHost(self, trial)
         return TrialLifecycle(
-            self.plan, self.engine, trial.number, suggest(trial, self.plan.spec), host
+            self.plan, self.engine, trial.number, suggest(trial, self.plan.spec), host, self.segments
         ).run()
 
 

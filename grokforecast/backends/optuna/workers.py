@@ -1,8 +1,10 @@
 """Optuna workers: join the study, run trials until it holds its target, retry what died.
 
 Every worker, on this machine (``--workers N`` starts N processes) or on another host
-(``grokforecast worker``), runs the same loop: Optuna's ``study.optimize`` with the
-sweep's :class:`~grokforecast.backends.optuna.objective.TrialRun` as the objective, until
+(``grokforecast worker``), runs the same loop (with ``[budget] population = K``, in K
+threads whose trials train as one stacked model: :mod:`grokforecast.sweep.populations`):
+Optuna's ``study.optimize`` with the sweep's
+:class:`~grokforecast.backends.optuna.objective.TrialRun` as the objective, until
 the study holds ``n_trials`` finished (COMPLETE or PRUNED) trials, and exactly that many
 however many workers race: a worker asks for no trial once finished plus running ones
 reach the target, and a trial two workers asked for at once runs only if the target
@@ -33,6 +35,7 @@ from grokforecast.backends.optuna.objective import TrialRun, worker_identity
 from grokforecast.backends.optuna.pruner import HjorthPruner
 from grokforecast.errors import GrokforecastError
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.populations import SharedPopulation, choose_population
 from grokforecast.sweep.shutdown import graceful_stop, stop_with_parent
 from grokforecast.sweep.spec import StudySpec
 from grokforecast.sweep.storage import rdb_storage
@@ -197,11 +200,19 @@ def run_worker(
         retry_interrupted(study, plan.spec.heartbeat.max_retry, target, left_by=worker_identity())
     if len(claimed_trials(study)) >= target:
         return
-    run = TrialRun(plan, storage.engine)
+    population = plan.spec.budget.population
+    if population == "auto":  # measured here when no command measured it for every worker
+        population, _ = choose_population(plan.spec)
+    run = TrialRun(plan, storage.engine, SharedPopulation(population) if population > 1 else None)
     objective = within_target(run, target)
     # SurplusTrial: another worker claimed the last trial first; the study is at its target.
     with graceful_stop(), contextlib.suppress(SurplusTrial):
-        study.optimize(objective, callbacks=[run.after_trial, StopAtTarget(target)], gc_after_trial=False)
+        study.optimize(
+            objective,
+            n_jobs=population,  # a population's trials: one thread each, trained together
+            callbacks=[run.after_trial, StopAtTarget(target)],
+            gc_after_trial=False,
+        )
 
 
 def _quiet_trial_failures(record: logging.LogRecord) -> bool:

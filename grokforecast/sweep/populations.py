@@ -1,0 +1,148 @@
+"""A worker's trials trained as one population: Optuna's threads, one stacked model.
+
+With ``[budget] population = K`` a worker runs ``study.optimize(n_jobs=K)``: K threads,
+each running one trial's :class:`~grokforecast.sweep.lifecycle.TrialLifecycle` with its
+own Optuna trial, heartbeat, pruner calls, checkpoints and records, exactly as a lone
+trial. Only the training of their segments is shared: each thread asks
+:class:`SharedPopulation` to train its trainer to the end of its segment and waits, and
+once every trial in the population is waiting, one of them trains them all together
+(:class:`~grokforecast.training.population.Population`) as far as the nearest segment
+end, hands back those whose segment ended (their state written into their trainer, ready
+to report, checkpoint or snapshot) and trains on the rest. A trial that ends leaves its
+slot to the next trial a thread asks Optuna for, so the population stays full until the
+study is done. A killed worker leaves its trials RUNNING with stale heartbeats, as a lone
+worker does, and they are retried from their checkpoints.
+
+``population = "auto"`` measures, before the sweep starts, which size trains the study's
+trials fastest on this device (:func:`choose_population`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import torch
+
+from grokforecast.sweep.spec import StudySpec
+from grokforecast.sweep.study import suggest
+from grokforecast.training import RunStatus, TrainConfig, Trainer
+from grokforecast.training.population import Population
+
+
+class SharedPopulation:
+    """The :class:`~grokforecast.sweep.lifecycle.Segments` of the trials of one worker's
+    threads: trained together, ``capacity`` at a time."""
+
+    def __init__(self, capacity: int) -> None:
+        self.population = Population(capacity)
+        self._turn = threading.Condition()
+        self._slots: dict[int, int] = {}  # id(trainer) -> its slot
+        self._wanted: dict[int, int] = {}  # slot -> the step its segment ends at
+        self._ended: dict[int, RunStatus] = {}  # slot -> how its segment ended
+
+    def run(self, trainer: Trainer, until: int) -> RunStatus:
+        with self._turn:
+            slot = self._slot_of(trainer)
+            self._wanted[slot] = until
+            self._turn.notify_all()
+            while slot in self._wanted:
+                if set(self._wanted) == set(self.population.occupied):  # every trial waits
+                    self._train()
+                else:
+                    self._turn.wait()
+            return self._ended.pop(slot)
+
+    def leave(self, trainer: Trainer) -> None:
+        with self._turn:
+            slot = self._slots.pop(id(trainer), None)
+            if slot is not None:
+                self.population.release(slot)
+                self._wanted.pop(slot, None)
+                self._ended.pop(slot, None)
+            self._turn.notify_all()  # the others may all be waiting now, or a slot is free
+
+    def _slot_of(self, trainer: Trainer) -> int:
+        if id(trainer) not in self._slots:
+            while not self.population.free:
+                self._turn.wait()
+            self._slots[id(trainer)] = self.population.admit(trainer)
+        return self._slots[id(trainer)]
+
+    def _train(self) -> None:
+        """Train every waiting trial to the nearest segment end; settle those that reached theirs."""
+        population = self.population
+        left = {slot: until - population.member(slot).step for slot, until in self._wanted.items()}
+        steps = max(0, min(left.values()))
+        ending = [slot for slot, n in left.items() if n <= steps]
+        status = population.run(dict.fromkeys(left, steps), segment_ends=ending)
+        for slot, how in status.items():
+            if how is RunStatus.DIVERGED or slot in ending:
+                population.export(slot)
+                self._ended[slot] = how
+                del self._wanted[slot]
+        self._turn.notify_all()
+
+
+#: Population sizes ``population = "auto"`` measures, smallest first.
+AUTO_SIZES = (2, 4, 8, 16, 32, 64)
+#: How much faster than one trial at a time a population must train to be chosen.
+AUTO_MARGIN = 1.1
+#: The share of the device's free memory the population's training state may take.
+AUTO_MEMORY_SHARE = 0.25
+#: Steps timed per candidate (after two untimed ones).
+AUTO_STEPS = 10
+
+
+def choose_population(spec: StudySpec) -> tuple[int, str]:
+    """``population = "auto"``: the population size that trains this study's trials fastest
+    on this device, measured on a few trials drawn from its search space (one trial at a
+    time wherever no population is :data:`AUTO_MARGIN` faster), and a line saying why."""
+    configs = _drawn_configs(spec, max(AUTO_SIZES))
+    lone = [Trainer(config) for config in configs[:3]]
+    lone[0].run(until=2)  # warm-up
+    start = time.perf_counter()
+    for trainer in lone[1:]:
+        trainer.run(until=AUTO_STEPS)
+    alone = (len(lone) - 1) * AUTO_STEPS / (time.perf_counter() - start)
+    state = 4 * sum(p.nelement() * p.element_size() for p in lone[0].params)  # weights, grads, 2 moments
+    room = AUTO_MEMORY_SHARE * _free_memory(lone[0].device)
+    best, best_rate = 1, alone
+    for k in (k for k in AUTO_SIZES if k * state <= room):
+        population = Population(k)
+        for config in configs[:k]:
+            population.admit(Trainer(config))
+        population.run(2)
+        start = time.perf_counter()
+        population.run(AUTO_STEPS)
+        rate = k * AUTO_STEPS / (time.perf_counter() - start)
+        if rate <= best_rate:
+            break  # larger ones pad and wait more still
+        best, best_rate = k, rate
+    if best_rate < AUTO_MARGIN * alone:
+        best, best_rate = 1, alone
+    why = (
+        f"population auto: {best} trial(s) at once, {best_rate:,.0f} trial steps/s "
+        f"(one at a time: {alone:,.0f}, measured on {lone[0].device})"
+    )
+    return best, why
+
+
+def _drawn_configs(spec: StudySpec, n: int) -> list[TrainConfig]:
+    """``n`` trials' configurations drawn at random from the study's search space."""
+    import optuna
+
+    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = []
+    for _ in range(n):
+        trial = draws.ask()
+        configs.append(spec.train_config(suggest(trial, spec)))
+        draws.tell(trial, 0.0)
+    return configs
+
+
+def _free_memory(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
