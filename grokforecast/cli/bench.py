@@ -503,3 +503,53 @@ def grok_time(orders: int) -> None:
     scores = [score_corpus(name, load_corpus(name), orders) for name in shipped_corpus_names()]
     click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores; {orders} trial orders per corpus")
     click.echo(markdown_table(scores))
+
+
+@bench.command("population")
+@click.option(
+    "--population",
+    "populations",
+    multiple=True,
+    type=click.IntRange(min=1),
+    default=(4, 16, 64),
+    show_default=True,
+    help="Population size K to measure (repeatable).",
+)
+@click.option("--steps", type=click.IntRange(min=20), default=100, show_default=True, help="Steps per trial.")
+@click.option(
+    "--sweep",
+    "study_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default="studies/quickstart.toml",
+    show_default=True,
+    help="Study file to sweep end to end, one trial at a time and with a population.",
+)
+@click.option(
+    "--sweep-population",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Population of the end-to-end sweep (0: no end-to-end sweep).",
+)
+def population(populations: tuple[int, ...], steps: int, study_file: Path, sweep_population: int) -> None:
+    """Trials per hour one at a time against populations of K, with FLOP/s against the
+    roofline; then a study's sweep end to end, one at a time and with a population."""
+    import tempfile
+
+    from grokforecast.bench.population import MODELS, end_to_end, markdown_table, matmul_rate, measure
+
+    roofline = matmul_rate()
+    rows = [row for model, options in MODELS.items() for row in measure(model, options, populations, steps)]
+    click.echo(f"{_machine()}; dense float32 matmul: {roofline / 1e9:.1f} GFLOP/s")
+    click.echo(markdown_table(rows, roofline))
+    if sweep_population:
+        with tempfile.TemporaryDirectory() as workdir:
+            alone, together = end_to_end(study_file, sweep_population, Path(workdir))
+        same = "the same trials grokked" if alone.grokked == together.grokked else "OTHER trials grokked"
+        click.echo(
+            f"\n{study_file} end to end: one at a time {alone.seconds:.0f} s "
+            f"({alone.trials_per_hour:,.0f} trials/h, {sum(alone.grokked)} grokked); population "
+            f"{sweep_population}: {together.seconds:.0f} s "
+            f"({together.trials_per_hour:,.0f} trials/h, {sum(together.grokked)} grokked), "
+            f"{together.trials_per_hour / alone.trials_per_hour:.2f}x; {same}"
+        )

@@ -1,0 +1,185 @@
+"""Trials per hour: one trial at a time against populations of K, with the roofline.
+
+Each model is trained as ``K`` trials with their own learning rate, weight decay and data
+fraction (drawn from the quickstart's search space): once one after another, as a sweep
+worker trains one trial per process, and once as a :class:`Population` of ``K``. Both
+evaluate every ``eval_every`` steps, as a sweep's trials do. The work per trial step is
+counted by PyTorch's ``FlopCounterMode`` (forward and backward of one update); the
+machine's own rate is a dense float32 matmul timed in the same run, so "share of the
+roofline" is FLOP/s reached over FLOP/s the machine's matmul reaches.
+
+:func:`end_to_end` runs a study file's whole sweep, pruning included, one trial at a time
+and then with a population, on the same trials in the same order, and says which grokked.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from grokforecast.training import TrainConfig, Trainer
+from grokforecast.training.population import Population
+
+#: The models measured: the quickstart's, a small one where single trials are
+#: overhead-bound, and a larger one.
+MODELS: dict[str, dict] = {
+    "quickstart (p = 59, hidden 256)": {"workload_options": {"p": 59}},
+    "small (p = 23, hidden 64)": {"workload_options": {"p": 23, "embed_dim": 32, "hidden": 64}},
+    "p = 97 (hidden 256)": {"workload_options": {"p": 97}},
+}
+#: A trial's budget when counting trials per hour: the quickstart's full_steps.
+BUDGET_STEPS = 2000
+
+
+@dataclass(frozen=True)
+class Throughput:
+    model: str
+    population: int | None  # None: one trial at a time
+    trial_steps_per_second: float
+    flop_per_second: float
+    bytes_per_trial: int
+
+    @property
+    def trials_per_hour(self) -> float:
+        return 3600 * self.trial_steps_per_second / BUDGET_STEPS
+
+
+def matmul_rate(n: int = 1024, repeats: int = 20) -> float:
+    """FLOP/s of this machine's dense float32 ``n x n`` matmul (the best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def configs(options: dict, k: int, steps: int, seed: int = 0) -> list[TrainConfig]:
+    """``k`` trials of one model with hyperparameters drawn from the quickstart's space."""
+    draw = random.Random(seed)
+    return [
+        TrainConfig(
+            **options,
+            steps=steps,
+            eval_every=10,
+            lr=10 ** draw.uniform(-3, -2.3),
+            weight_decay=10 ** draw.uniform(-1.3, 0.5),
+            data_fraction=draw.uniform(0.2, 0.7),
+            seed=i,
+            device="cpu",
+        )
+        for i in range(k)
+    ]
+
+
+def flops_per_step(config: TrainConfig) -> float:
+    """Forward and backward FLOPs of one update of a ``config`` trial."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    trainer = Trainer(config)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(config.lr)
+    return float(counter.get_total_flops())
+
+
+def training_state_bytes(trainer: Trainer) -> int:
+    """A lone trainer's parameters, gradients and AdamW moments."""
+    return 4 * sum(p.nelement() * p.element_size() for p in trainer.params)
+
+
+def measure(model: str, options: dict, populations: tuple[int, ...], steps: int) -> Iterator[Throughput]:
+    """One-at-a-time, then each population size, on ``max(populations)`` trials' settings."""
+    warnings.filterwarnings("ignore", message="There is a performance drop")
+    trials = configs(options, max(populations), steps)
+    work = sum(flops_per_step(c) for c in trials) / len(trials)
+    lone = [Trainer(c) for c in trials[: max(2, len(trials) // 8)]]
+    lone[0].run(until=5)  # warm-up
+    start = time.perf_counter()
+    for trainer in lone[1:]:
+        trainer.run()
+    rate = (len(lone) - 1) * steps / (time.perf_counter() - start)
+    yield Throughput(model, None, rate, rate * work, training_state_bytes(lone[1]))
+    for k in populations:
+        population = Population(k)
+        members = [Trainer(c) for c in trials[:k]]
+        for member in members:
+            population.admit(member)
+        population.run(5)  # warm-up: the first vmap call traces
+        start = time.perf_counter()
+        population.run(steps - 5)
+        rate = k * (steps - 5) / (time.perf_counter() - start)
+        yield Throughput(model, k, rate, rate * work, population.bytes_per_member())
+
+
+def markdown_table(rows: list[Throughput], roofline: float) -> str:
+    lines = [
+        f"| model | trials at once | trial steps / s | trials per hour ({BUDGET_STEPS:,} steps) "
+        "| x one at a time | GFLOP/s | share of the matmul roofline | training state per trial |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    baseline: dict[str, float] = {}
+    for row in rows:
+        if row.population is None:
+            baseline[row.model] = row.trial_steps_per_second
+        speedup = row.trial_steps_per_second / baseline[row.model]
+        lines.append(
+            f"| {row.model} | {row.population or '1 (one per process)'} | {row.trial_steps_per_second:,.0f} "
+            f"| {row.trials_per_hour:,.0f} | {speedup:.2f} | {row.flop_per_second / 1e9:.1f} "
+            f"| {row.flop_per_second / roofline:.0%} | {row.bytes_per_trial / 1e6:.2f} MB |"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One end-to-end sweep of a study file: its wall time and which trials grokked."""
+
+    population: int
+    seconds: float
+    grokked: tuple[bool, ...]
+
+    @property
+    def trials_per_hour(self) -> float:
+        return 3600 * len(self.grokked) / self.seconds
+
+
+def end_to_end(study_file: Path, population: int, workdir: Path) -> tuple[SweepRun, SweepRun]:
+    """The study file's sweep (pruning included) one trial at a time, then the same trials,
+    enqueued in the same order, with each worker training ``population`` at once."""
+    import contextlib
+    import dataclasses
+
+    import optuna
+
+    from grokforecast.backends.optuna.workers import run_worker
+    from grokforecast.sweep.plan import SweepPlan
+    from grokforecast.sweep.study import create_study
+    from grokforecast.vocabulary import SURPLUS_ATTR
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    runs = []
+    params: list[dict] = []
+    study_file = study_file.resolve()  # before moving to the work directory
+    with contextlib.chdir(workdir):
+        for k in (1, population):
+            plan = SweepPlan.load(study_file, f"sqlite:///{workdir / f'population-{k}.db'}")
+            budget = plan.spec.budget.model_copy(update={"population": k})
+            plan = dataclasses.replace(plan, spec=plan.spec.model_copy(update={"budget": budget}))
+            study = create_study(plan)
+            for trial_params in params:  # the second sweep runs the first one's trials, in order
+                study.enqueue_trial(trial_params)
+            start = time.perf_counter()
+            run_worker(plan)
+            seconds = time.perf_counter() - start
+            trials = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url).trials
+            ran = [t for t in trials if SURPLUS_ATTR not in t.system_attrs]
+            params = params or [t.params for t in ran]
+            runs.append(SweepRun(k, seconds, tuple(bool(t.user_attrs.get("grokked")) for t in ran)))
+    return runs[0], runs[1]
