@@ -283,7 +283,7 @@ class StoppingPolicy:
         return Verdict(record, probe)
 
     def judge_again(
-        self, history: History, trial: int | str, context: StudyContext, rung: int, step: int | None = None
+        self, history: History, context: StudyContext, rung: int, step: int | None = None
     ) -> Verdict:
         """Judge a trial kept at its probe again, at later rung ``rung`` (see the module's
         "second look"): ``context.at_rung`` holds the forecasts of the other trials judged
@@ -298,7 +298,7 @@ class StoppingPolicy:
         except ValueError as error:
             record = DecisionRecord.without_forecast(Decision.KEEP, int(step), f"no forecast ({error})")
             return Verdict(replace(record, rung=rung), None)
-        probability = StudyModel().probability(assessment.logit, assessment.standardized)
+        probability = StudyModel().probability(assessment.logit)  # the shipped forecast alone
         grokked_rule = self._already_grokked(history)
         if grokked_rule:
             prune, rule, forecast = False, grokked_rule, None

@@ -109,7 +109,7 @@ class OptunaTrialHost:
         self.run, self.trial = run, trial
         pruner = run.plan.spec.pruner
         #: Optuna's MedianPruner judges validation accuracy after every segment; the
-        #: HjorthPruner decides once, at the probe, from every curve in memory.
+        #: HjorthPruner decides at the probe (and the later rungs), from every curve in memory.
         self.median = pruner.enabled and pruner.kind == "median"
         self._reported = 0
         self._source: TrainerHistory | None = None

@@ -75,7 +75,7 @@ class HjorthPruner(BasePruner):
         probe_step:
             The decision is made at the first check whose newest measurement is at or
             after this step; before it the pruner prunes only a diverged trial, after it
-            the decision stands (a kept trial is never pruned later).
+            the decision stands (unless ``rungs`` judge a kept trial again).
         series:
             What the trial's intermediate values are: ``"train_loss"`` (the paper's
             signal), ``"val_loss"`` or ``"val_acc"``. Losses are read as lower-is-better
@@ -222,7 +222,7 @@ class HjorthPruner(BasePruner):
             if other.number != trial.number
             and (forecast := other.system_attrs.get(RUNG_FORECASTS_ATTR, {}).get(str(rung))) is not None
         ]
-        verdict = self.policy.judge_again(history, trial.number, StudyContext(at_rung=at_rung), rung, step)
+        verdict = self.policy.judge_again(history, StudyContext(at_rung=at_rung), rung, step)
         verdict = verdict.noted(note)
         storage, trial_id = study._storage, trial._trial_id
         skipped = {str(k): None for k in range(len(judged) + 1, rung)}  # passed in one report

@@ -30,7 +30,7 @@ from grokforecast.vocabulary import CURVE_GROUPS, INTERVAL_SUFFIX, TRIAL_NUMBER
 
 
 class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
-    """Stop, once, at the probe step, the Tune trials forecast not to grok.
+    """Stop, at the probe step, the Tune trials forecast not to grok.
 
     Each result may carry any of ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``
     and ``weight_norm`` at the step ``result[time_attr]``; a list under
@@ -214,9 +214,7 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
             for key, forecasts in self._rung_forecasts.items()
             if key != trial_id and (forecast := forecasts.get(rung)) is not None
         ]
-        verdict = self.policy.judge_again(
-            history, _trial_key(trial_id, config), StudyContext(at_rung=at_rung), rung, step
-        )
+        verdict = self.policy.judge_again(history, StudyContext(at_rung=at_rung), rung, step)
         judged.update({k: None for k in range(len(judged) + 1, rung)})
         judged[rung] = verdict.rung_forecast
         self._rung_decisions.setdefault(trial_id, []).append(verdict.record)
