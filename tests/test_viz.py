@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from optuna.trial import TrialState
 from starlette.testclient import TestClient
 
 from grokforecast.backends.optuna.workers import run_worker
+from grokforecast.core.decision import Decision, DecisionRecord
 from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext
 from grokforecast.errors import GrokforecastError
 from grokforecast.history import History, hyperparameters_from
@@ -324,6 +326,27 @@ def test_the_dashboard_serves_studies_trials_and_live_updates(swept: SweepPlan) 
     assert client.get(f"/study/{NAME}/trial/99").status_code == 404
     assert client.get("/study/nope").status_code == 404
     assert client.get("/static/plotly.min.js").text.startswith("/**")
+
+
+def test_the_dashboard_shows_what_the_study_model_has_learned(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'model.db'}"
+    study = optuna.create_study(study_name="learning", storage=open_storage(url), direction="maximize")
+    client = TestClient(create_app(url), base_url=LOCAL)
+    shipped = DecisionRecord(Decision.KEEP, 60, 0.7, "threshold 0.2", forecaster="full+hyperparameters")
+    learned = {"trials": 24, "scale": 1.3, "shift": -0.5, "largest_correction": 0.2}
+    for number, record in enumerate(
+        [shipped, replace(shipped, calibrated_on=24, study_model=learned), shipped]
+    ):
+        trial = study.ask()
+        trial.set_user_attr(DECISION_ATTR, record.to_dict())
+        study.tell(trial, 0.5)
+        if number == 0:  # only the shipped forecaster has decided yet
+            assert "study model: not learned yet" in client.get("/study/learning").text
+    page = client.get("/study/learning").text
+    assert (
+        "study model: learned from 24 finished trials of the full+hyperparameters forecaster, scale 1.30, "
+        "shift -0.50, largest feature correction 0.20 (as it decided trial 1)"
+    ) in page
 
 
 def test_the_dashboard_creates_nothing_and_names_a_missing_database(tmp_path: Path) -> None:

@@ -52,7 +52,24 @@ def summary(view: StudyView) -> str:
     )
     return (
         f"<p class='summary'>{len(view.trials)} trials ({len(finished)} finished): {outcomes}<br>"
-        f"{compute}</p>"
+        f"{compute}<br>{study_model_line(view)}</p>"
+    )
+
+
+def study_model_line(view: StudyView) -> str:
+    """What the study model has learned, as of the newest decision it made."""
+    newest = view.study_model()
+    if newest is None:
+        return (
+            "study model: not learned yet (it needs finished forecast trials of both outcomes); "
+            "the shipped forecaster decides"
+        )
+    state = newest.study_model
+    return escape(
+        f"study model: learned from {int(state.get('trials', 0))} finished trials of the "
+        f"{newest.forecaster or 'shipped'} forecaster, scale {state.get('scale', 1.0):.2f}, shift "
+        f"{state.get('shift', 0.0):+.2f}, largest feature correction "
+        f"{state.get('largest_correction', 0.0):.2f} (as it decided trial {newest.number})"
     )
 
 

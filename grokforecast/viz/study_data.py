@@ -59,6 +59,10 @@ class TrialView:
     #: Every forecast feature at the probe, and the logit contributions of the main ones.
     features: dict[str, float] = field(default_factory=dict)
     contributions: dict[str, float] = field(default_factory=dict)
+    #: The calibration that forecast (``full+hyperparameters``, ...), and the study model's
+    #: state when it decided (empty while the shipped forecaster decides alone).
+    forecaster: str | None = None
+    study_model: dict[str, float] = field(default_factory=dict)
 
     @property
     def activity(self) -> float | None:
@@ -82,6 +86,12 @@ class StudyView:
             if t.number == number:
                 return t
         raise KeyError(f"study {self.name!r} has no trial {number}")
+
+    def study_model(self) -> TrialView | None:
+        """The newest trial decided by the study model (its record holds the model's state
+        then), or None while the shipped forecaster decides alone."""
+        learned = [t for t in self.trials if t.study_model]
+        return max(learned, key=lambda t: t.number) if learned else None
 
     def steps_spent(self) -> int:
         return sum(t.steps_trained for t in self.finished())
@@ -153,6 +163,8 @@ def _view(
         reason=_text(decision.get("reason")),
         features=_numbers(decision.get("features")),
         contributions=_numbers(decision.get("main_features")),
+        forecaster=_text(decision.get("forecaster")),
+        study_model=_numbers(decision.get("study_model")),
     )
 
 
