@@ -163,9 +163,8 @@ class Cluster:
         """The study as a container of the cluster reads it from the cluster's database.
 
         A look that cannot reach the database is tried again for up to
-        ``READOUT_RETRY_SECONDS``: once, just after the resume's ``run --rm`` container
-        left the network, ``postgres`` did not resolve (the engine's name server
-        reloading, most likely)."""
+        ``READOUT_RETRY_SECONDS``; it reaches the database by its address, not its name
+        (:meth:`storage_by_address`)."""
         deadline = time.monotonic() + READOUT_RETRY_SECONDS
         while True:
             done = subprocess.run(self._exec_readout(loop=False), capture_output=True, text=True)
@@ -184,7 +183,21 @@ class Cluster:
         code = (
             f"from grokforecast.bench.cluster import print_readouts; print_readouts({self.study!r}, {loop})"
         )
-        return [self.engine, "exec", self.containers("dashboard")[0], "python", "-c", code]
+        storage = f"GROKFORECAST_STORAGE={self.storage_by_address()}"
+        return [self.engine, "exec", "-e", storage, self.containers("dashboard")[0], "python", "-c", code]
+
+    def storage_by_address(self) -> str:
+        """The cluster database's URL with the postgres container's address for its name:
+        after the resume's ``run --rm`` container left the network, podman 4.3's name
+        server failed to resolve ``postgres`` for more than 30 s (2 of 14 runs), while the
+        sweep itself had finished."""
+        address = self.engine_command(
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            self.containers("postgres")[0],
+        ).stdout.strip()
+        return f"postgresql+psycopg://grok:{self.env['POSTGRES_PASSWORD']}@{address}:5432/grokforecast"
 
     def watch(self) -> Watch:
         """A :class:`Watch` of the study, to be closed by the caller."""
