@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from grokforecast.training import TrainConfig, Trainer
-from grokforecast.training.population import Population
+from grokforecast.training.population import Population, training_state_bytes
 
 #: The models measured: the quickstart's, a small one where single trials are
 #: overhead-bound, and a larger one.
@@ -87,11 +87,6 @@ def flops_per_step(config: TrainConfig) -> float:
     with FlopCounterMode(display=False) as counter:
         trainer.train_step(config.lr)
     return float(counter.get_total_flops())
-
-
-def training_state_bytes(trainer: Trainer) -> int:
-    """A lone trainer's parameters, gradients and AdamW moments."""
-    return 4 * sum(p.nelement() * p.element_size() for p in trainer.params)
 
 
 def measure(model: str, options: dict, populations: tuple[int, ...], steps: int) -> Iterator[Throughput]:

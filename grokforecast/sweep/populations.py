@@ -28,7 +28,7 @@ import torch
 from grokforecast.sweep.spec import StudySpec
 from grokforecast.sweep.study import suggest
 from grokforecast.training import RunStatus, TrainConfig, Trainer
-from grokforecast.training.population import Population
+from grokforecast.training.population import Population, training_state_bytes
 
 
 class SharedPopulation:
@@ -106,7 +106,7 @@ def choose_population(spec: StudySpec) -> tuple[int, str]:
     for trainer in lone[1:]:
         trainer.run(until=AUTO_STEPS)
     alone = (len(lone) - 1) * AUTO_STEPS / (time.perf_counter() - start)
-    state = 4 * sum(p.nelement() * p.element_size() for p in lone[0].params)  # weights, grads, 2 moments
+    state = training_state_bytes(lone[0])
     room = AUTO_MEMORY_SHARE * _free_memory(lone[0].device)
     best, best_rate = 1, alone
     for k in (k for k in AUTO_SIZES if k * state <= room):

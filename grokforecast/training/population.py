@@ -142,9 +142,9 @@ class Population:
         ends = set(until) if segment_ends is None else set(segment_ends)
         status = {slot: RunStatus.REACHED for slot in until}
         pending = {slot: ([], []) for slot in until}
-        for member in (self.member(slot) for slot in until):
-            if member.diverged_at is not None:
-                status[self._slot_of(member)] = RunStatus.DIVERGED
+        for slot in until:
+            if self.member(slot).diverged_at is not None:
+                status[slot] = RunStatus.DIVERGED
         while True:
             active = [s for s in until if status[s] is RunStatus.REACHED and self.member(s).step < until[s]]
             if not active:
@@ -431,8 +431,10 @@ class Population:
             grad_filter.history = [self._ring[name][slot].clone() for name in self._names]
             grad_filter.count = int(self._ma_count[slot])
 
-    def _slot_of(self, trainer: Trainer) -> int:
-        return next(slot for slot, member in enumerate(self._members) if member is trainer)
+
+def training_state_bytes(trainer: Trainer) -> int:
+    """A lone trainer's parameters, gradients and AdamW's two moments, in bytes."""
+    return 4 * sum(p.nelement() * p.element_size() for p in trainer.params)
 
 
 def _lanes(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
