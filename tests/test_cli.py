@@ -106,3 +106,31 @@ print(sorted(m for m in ("torch", "ray", "optuna", "sqlalchemy", "plotly") if m 
     assert result.returncode == 0, result.stderr
     assert "Usage: grokforecast [OPTIONS] COMMAND" in result.stdout and "sweep" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_bench_pruners_counts_the_grokkers_each_pruner_found_against_no_pruning(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from studies import study_text, write_study
+
+    # The random sampler draws the same three trials in both runs, from ranges that grok by
+    # step 300-450 (the median-pruner sweep test's trial) or do not quite.
+    text = (
+        study_text("found", full_steps=800)
+        .replace("low = 1e-3, high = 1e-2", "low = 2e-2, high = 4e-2")
+        .replace("low = 0.3, high = 0.8", "low = 0.6, high = 0.8")
+    )
+    pruners = ("HjorthPruner", "no pruning")
+    result = run(
+        "bench", "pruners", str(write_study(tmp_path, text)), *(f"--pruner={name}" for name in pruners)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    grokked = {  # the table's columns after the name: wall, finished, pruned, grokked, steps, best
+        name: int(next(line for line in lines if line.startswith(name + " "))[len(name) :].split()[3])
+        for name in pruners
+    }
+    found = [line for line in lines if ": found " in line]
+    assert grokked["no pruning"] >= 1
+    assert found == [
+        f"{name}: found {grokked[name]} of the {grokked['no pruning']} grokkers" for name in pruners
+    ]

@@ -194,6 +194,20 @@ def test_both_backends_decide_the_same_at_the_same_step(options: dict) -> None:
         assert all(rule == "threshold 0.2" for rule in rules[learned:] if "grokked" not in rule)
 
 
+def test_a_forecaster_fitted_without_the_family_decides_alike_and_says_so() -> None:
+    # The quadratic corpus judged as a family the forecaster never saw: both backends
+    # refit the same calibration without it, and their records name it.
+    records, options = QUADRATIC[:8], {"probe_step": 60, "fitted_without": ("modular_quadratic",)}
+    held_out = _decisions(OptunaBackend, records, **options)
+    for on_optuna, on_ray in zip(held_out, _decisions(RayBackend, records, **options), strict=True):
+        assert on_optuna[:2] + on_optuna[3:] == on_ray[:2] + on_ray[3:]
+        assert on_optuna[2] == pytest.approx(on_ray[2], abs=1e-12)
+    shipped = _decisions(OptunaBackend, records, probe_step=60)
+    assert [d[2] for d in held_out] != pytest.approx([d[2] for d in shipped], abs=1e-3)
+    record = OptunaBackend(**options).run(records[0]).decision
+    assert record["forecaster"] == "full+hyperparameters (fitted without modular_quadratic)"
+
+
 def test_exploration_shrinks_as_the_study_model_gets_outcomes(backend: type) -> None:
     # The rule prunes every trial (threshold 1); each one explored runs on and teaches.
     fed = backend(
@@ -330,6 +344,11 @@ def test_the_rungs_rank_against_forecasts_stored_in_the_study_across_a_resume(tm
         ({"rungs": (30, 20)}, r"rungs=\(30, 20\) must be steps after probe_step=10"),
         ({"rung_prune_share": 1.0}, r"rung_prune_share=1.0 must lie in \[0, 1\)"),
         ({"forecaster": GrokForecaster()}, "forecaster is not fitted"),
+        ({"fitted_without": ("transformer",)}, r"fitted_without=\('transformer',\) must name some of"),
+        (
+            {"fitted_without": ("modular_quadratic",), "forecaster": GrokForecaster.pretrained()},
+            "give it or forecaster=, not both",
+        ),
     ],
 )
 def test_bad_options_are_refused_alike_naming_the_value(options: dict, message: str) -> None:

@@ -70,6 +70,10 @@ from studies import GROKFORECAST, study_text, write_study
             r"search.data_fraction reaches 1.3, where data_fraction=1.3 must lie strictly between 0 and 1",
         ),
         (("threshold = 0.5", "threshold = 1.5"), r"pruner: threshold=1.5 must lie in \[0, 1\]"),
+        (
+            ("threshold = 0.5", 'threshold = 0.5\nfitted_without = ["transformer"]'),
+            r"pruner: fitted_without=\('transformer',\) must name some of the shipped families \['digits",
+        ),
         (("full_steps = 240", "full_steps = 240\npopulation = 0"), "budget.population"),
         (
             ("full_steps = 240", "full_steps = 240\nrung_steps = [300]"),

@@ -26,6 +26,9 @@ class BackendRun:
     grokked: int
     steps: int
     best_value: float | None
+    #: The parameters of the trials that grokked, each as sorted (name, value) pairs: the
+    #: same trials of two runs of one seeded sampler compare equal.
+    grokked_params: frozenset[tuple[tuple[str, object], ...]] = frozenset()
 
 
 def run_backend(spec_path: Path, workdir: Path, backend: str) -> BackendRun:
@@ -37,8 +40,17 @@ def run_backend(spec_path: Path, workdir: Path, backend: str) -> BackendRun:
         seconds = time.perf_counter() - started
     summary = summarize(study, plan.spec.budget.full_steps)
     best = study.best_value if summary.complete else None
+    trials = study.get_trials(deepcopy=False)
+    grokked_params = frozenset(tuple(sorted(t.params.items())) for t in trials if t.user_attrs.get("grokked"))
     return BackendRun(
-        backend, seconds, summary.finished, summary.pruned, summary.grokked, summary.steps_spent, best
+        backend,
+        seconds,
+        summary.finished,
+        summary.pruned,
+        summary.grokked,
+        summary.steps_spent,
+        best,
+        grokked_params,
     )
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from grokforecast.bench.backends import BackendRun, run_backend
 from grokforecast.errors import GrokforecastError
+
+if TYPE_CHECKING:
+    from grokforecast.bench.backends import BackendRun
 
 #: Variants compared, as the ``[pruner]`` keys each one sets.
 PRUNERS: dict[str, dict[str, str]] = {
@@ -44,6 +47,8 @@ def with_pruner(text: str, settings: dict[str, str]) -> str:
 
 def run_pruner(study_file: Path, workdir: Path, name: str) -> BackendRun:
     """Run ``study_file`` with the pruner ``name`` of :data:`PRUNERS` inside ``workdir``."""
+    from grokforecast.bench.backends import run_backend  # the sweep, not needed for the names
+
     variant = workdir / study_file.name
     variant.write_text(with_pruner(study_file.read_text(), PRUNERS[name]))
     return dataclasses.replace(run_backend(variant, workdir, "optuna"), backend=name)

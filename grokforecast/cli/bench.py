@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from grokforecast.bench.live_pruners import PRUNERS as LIVE_PRUNERS
 from grokforecast.cli.options import train_config_from_cli, train_config_options
 
 if TYPE_CHECKING:
@@ -182,18 +183,35 @@ def backends(study_file: Path) -> None:
 
 @bench.command("pruners")
 @click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def pruners(study_file: Path) -> None:
-    """The study trained live with the HjorthPruner, Optuna's MedianPruner and no pruning."""
+@click.option(
+    "--pruner",
+    "names",
+    multiple=True,
+    type=click.Choice(list(LIVE_PRUNERS)),
+    help="A variant to run (repeatable) [default: all].",
+)
+def pruners(study_file: Path, names: tuple[str, ...]) -> None:
+    """The study trained live with the HjorthPruner, Optuna's MedianPruner and no pruning.
+
+    With "no pruning" among them and a sampler that draws the same trials whatever is
+    pruned (random, qmc or grid, seeded), the "found" column counts the grokkers of the
+    unpruned run that each pruner also trained until they grokked.
+    """
     import tempfile
 
-    from grokforecast.bench.live_pruners import PRUNERS, run_pruner
+    from grokforecast.bench.live_pruners import run_pruner
 
     runs = []
-    for name in PRUNERS:
+    for name in names or LIVE_PRUNERS:
         with tempfile.TemporaryDirectory(prefix="grokforecast-bench-pruners-") as workdir:
             runs.append(run_pruner(study_file, Path(workdir), name))
     click.echo(_machine())
     _runs_table(runs, "pruner")
+    unpruned = next((run for run in runs if run.backend == "no pruning"), None)
+    if unpruned is not None:
+        for run in runs:
+            found = len(run.grokked_params & unpruned.grokked_params)
+            click.echo(f"{run.backend}: found {found} of the {len(unpruned.grokked_params)} grokkers")
 
 
 def _machine() -> str:

@@ -67,7 +67,9 @@ import numpy as np
 
 from grokforecast.core.decision import Decision, DecisionRecord, Probe, settled
 from grokforecast.core.study_model import Outcome, StudyModel, study_model_for
+from grokforecast.corpus import shipped_families
 from grokforecast.errors import ConfigError
+from grokforecast.forecast.fitting import fitted_without
 from grokforecast.forecast.forecaster import GrokForecaster, pretrained_inputs_for
 from grokforecast.history import History
 from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD, SERIES
@@ -110,6 +112,11 @@ class PolicySettings:
             ``n_min_probed`` of them have been.
         series: The series a caller reports when it supplies only one (``"train_loss"``,
             ``"val_loss"`` or ``"val_acc"``): it picks the shipped calibration used then.
+        fitted_without: Model families (:func:`~grokforecast.corpus.shipped_families`)
+            whose shipped corpora the forecaster is fitted without: the calibrations are
+            refitted on the others when first needed. For a study on one of those families
+            this is the forecast a user's own, never-recorded model gets; the decision
+            record's ``forecaster`` says so.
         seed: Seed of the exploration draws.
     """
 
@@ -125,10 +132,13 @@ class PolicySettings:
     rungs: tuple[int, ...] = ()
     rung_prune_share: float = 0.2
     series: str = "train_loss"
+    fitted_without: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rungs", tuple(int(step) for step in self.rungs))
+        object.__setattr__(self, "fitted_without", tuple(sorted(set(self.fitted_without))))
+        families = shipped_families()
         steps = (self.probe_step, *self.rungs)
         checks = (
             (self.probe_step >= 1, "probe_step", "must be at least 1"),
@@ -150,6 +160,11 @@ class PolicySettings:
             ),
             (0.0 <= self.rung_prune_share < 1.0, "rung_prune_share", "must lie in [0, 1)"),
             (self.series in SERIES, "series", f"must be one of {SERIES}"),
+            (
+                set(self.fitted_without) <= set(families) and len(self.fitted_without) < len(families),
+                "fitted_without",
+                f"must name some of the shipped families {families}, not all",
+            ),
         )
         for holds, name, requirement in checks:
             if not holds:
@@ -207,6 +222,11 @@ class StoppingPolicy:
     def __init__(self, settings: PolicySettings, forecaster: GrokForecaster | None = None) -> None:
         if forecaster is not None and not forecaster.fitted:
             raise ConfigError("forecaster is not fitted; call fit() or use GrokForecaster.pretrained()")
+        if forecaster is not None and settings.fitted_without:
+            raise ConfigError(
+                f"fitted_without={settings.fitted_without!r} refits the shipped forecaster; "
+                "give it or forecaster=, not both"
+            )
         self.settings = settings
         self.custom_forecaster = forecaster
         self._pretrained: dict[str, GrokForecaster] = {}
@@ -323,9 +343,13 @@ class StoppingPolicy:
         """The forecaster for what ``history`` holds, and its key (which outcomes teach it)."""
         if self.custom_forecaster is not None:
             return "custom", self.custom_forecaster
-        key = pretrained_inputs_for(history, self.settings.series)
+        inputs = pretrained_inputs_for(history, self.settings.series)
+        without = self.settings.fitted_without
+        key = f"{inputs} (fitted without {'+'.join(without)})" if without else inputs
         if key not in self._pretrained:
-            self._pretrained[key] = GrokForecaster.pretrained(key)
+            self._pretrained[key] = (
+                fitted_without(inputs, without) if without else GrokForecaster.pretrained(inputs)
+            )
         return key, self._pretrained[key]
 
     def exploration_rate(self, taught: int) -> float:

@@ -7,6 +7,8 @@ needs only numpy; building it needs torch.
 
 from __future__ import annotations
 
+import functools
+import tomllib
 from pathlib import Path
 
 from grokforecast.errors import GrokforecastError
@@ -19,6 +21,18 @@ SHIPPED_GRIDS = Path(__file__).parent / "grids"
 def shipped_corpus_names() -> list[str]:
     return (
         sorted(path.name for path in SHIPPED_DATA.iterdir() if path.is_dir()) if SHIPPED_DATA.is_dir() else []
+    )
+
+
+@functools.cache
+def shipped_families() -> list[str]:
+    """The model families of the shipped corpora (each grid's workload; see
+    :attr:`~grokforecast.records.RunRecord.family`), read from the grids without the runs."""
+    return sorted(
+        {
+            tomllib.loads((SHIPPED_GRIDS / f"{name}.toml").read_text())["fixed"]["workload"]
+            for name in shipped_corpus_names()
+        }
     )
 
 

@@ -14,11 +14,13 @@ probability near the base rate; this step undoes that.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from grokforecast.corpus import load_corpus
 from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster
 from grokforecast.history import History
 from grokforecast.records import RunRecord
@@ -95,6 +97,23 @@ def _intercept_given_slope(offsets: np.ndarray, labels: np.ndarray) -> float:
         if abs(step) < 1e-10:
             break
     return intercept
+
+
+@functools.cache
+def fitted_without(inputs: str, families: tuple[str, ...]) -> GrokForecaster:
+    """The shipped calibration for ``inputs`` fitted again on the shipped corpora of every
+    model family but ``families``: the forecaster a user of one of those families would
+    have if the project had never recorded it (a second or so per calibration, once per
+    process).
+
+    Example:
+
+        >>> forecaster = fitted_without("val_loss", ("modular_transformer",))
+        >>> forecaster.fitted
+        True
+    """
+    records = [r for r in load_corpus() if r.family not in families]
+    return fit_on_records(GrokForecaster(PRETRAINED_INPUTS[inputs]), records)
 
 
 def fit_pretrained(

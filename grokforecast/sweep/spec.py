@@ -159,6 +159,7 @@ class PrunerSpec(_Strict):
     recalibrate: bool = PolicySettings.recalibrate
     min_calibration_trials: int = PolicySettings.min_calibration_trials
     rung_prune_share: float = PolicySettings.rung_prune_share
+    fitted_without: tuple[str, ...] = PolicySettings.fitted_without
     seed: int = PolicySettings.seed
 
     @model_validator(mode="after")

@@ -60,9 +60,11 @@ def study_model_line(view: StudyView) -> str:
     """What the study model has learned, as of the newest decision it made."""
     newest = view.study_model()
     if newest is None:
-        return (
+        forecasters = sorted({t.forecaster for t in view.trials if t.forecaster})
+        deciding = " and ".join(forecasters) or "shipped"
+        return escape(
             "study model: not learned yet (it needs finished forecast trials of both outcomes); "
-            "the shipped forecaster decides"
+            f"the {deciding} forecaster decides"
         )
     state = newest.study_model
     return escape(

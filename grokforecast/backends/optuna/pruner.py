@@ -137,6 +137,11 @@ class HjorthPruner(BasePruner):
             with a Monitor, ``"val_loss+hyperparameters"`` with validation loss alone, ...),
             which predicts markedly better (``BENCHMARKS.md``); the decision record's
             ``forecaster`` names the inputs used.
+        fitted_without:
+            Model families whose shipped corpora the forecaster is fitted without
+            (``("modular_transformer",)``, ...; :func:`~grokforecast.corpus.shipped_families`
+            lists them): on a study of such a family, the forecast a model the project never
+            recorded gets. The calibrations are refitted when first needed, a second or so each.
         seed:
             Seed of the exploration draws.
     """
@@ -159,6 +164,7 @@ class HjorthPruner(BasePruner):
         rung_prune_share: float = PolicySettings.rung_prune_share,
         grok_value: float | None = None,
         hyperparameters: dict[str, str] | None = None,
+        fitted_without: tuple[str, ...] = PolicySettings.fitted_without,
         seed: int = PolicySettings.seed,
     ) -> None:
         settings = PolicySettings.of(locals())  # every policy keyword, by name

@@ -94,7 +94,8 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
             ``grok_metric`` reached ``grok_value`` (default: ``grok_threshold``) in one of
             its results.
         series, forecaster, threshold, keep_top, warm_up_keep_top, n_min_probed, exploration,
-        recalibrate, min_calibration_trials, grok_threshold, rungs, rung_prune_share, seed:
+        recalibrate, min_calibration_trials, grok_threshold, rungs, rung_prune_share,
+        fitted_without, seed:
             As for :class:`~grokforecast.HjorthPruner`. Exploration is drawn from ``seed``
             and the trial (its Optuna trial number under grokforecast's Ray backend, so
             that both backends draw the same); ``keep_top`` and ``warm_up_keep_top`` rank
@@ -120,6 +121,7 @@ class GrokForecastScheduler(SavesStateToFile, FIFOScheduler):
         rung_prune_share: float = PolicySettings.rung_prune_share,
         grok_metric: str = "val_acc",
         grok_value: float | None = None,
+        fitted_without: tuple[str, ...] = PolicySettings.fitted_without,
         seed: int = PolicySettings.seed,
     ) -> None:
         super().__init__()
