@@ -15,15 +15,18 @@ a few transactions, not one row per step.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import sqlite3
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import optuna
 import sqlalchemy as sa
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
 from sqlalchemy.dialects.mysql import LONGBLOB
 from sqlalchemy.engine import make_url
 
@@ -93,6 +96,37 @@ def misread_absolute_path(url: str) -> str | None:
     )
 
 
+class StudyStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, claiming a waiting trial in one conditional UPDATE.
+
+    Optuna starts a WAITING trial (a retry, an enqueued trial) by reading its state with
+    ``SELECT ... FOR UPDATE`` and then writing RUNNING. SQLite has no ``FOR UPDATE``: two
+    workers, or two threads of a population, could both read WAITING and both run the
+    trial, writing its curves twice (optuna/optuna#4002). Here the claim is
+    ``UPDATE ... WHERE state = 'WAITING'``, which exactly one of them wins on every database.
+    """
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state is not TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        trials = models.TrialModel.__table__
+        claim = (
+            sa.update(trials)
+            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+            .values(  # naive UTC, as Optuna stores it
+                state=TrialState.RUNNING,
+                datetime_start=datetime.datetime.now(datetime.UTC).replace(tzinfo=None),
+            )
+        )
+        with self.engine.begin() as connection:
+            claimed = connection.execute(claim).rowcount == 1
+        if not claimed:  # as Optuna answers: finished raises, running or claimed by another is False
+            self.check_trial_is_updatable(trial_id, self.get_trial(trial_id).state)
+        return claimed
+
+
 def rdb_storage(study: optuna.Study) -> optuna.storages.RDBStorage | None:
     """The study's RDB storage, under Optuna's trial cache; None for another kind."""
     storage = getattr(study._storage, "_backend", study._storage)
@@ -105,8 +139,9 @@ def open_storage(
     grace_period: int | None = None,
     max_retry: int | None = None,
     read_only: bool = False,
-) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage for ``url``, with heartbeats and the curves table in place.
+) -> StudyStorage:
+    """Optuna's RDB storage for ``url`` (a :class:`StudyStorage`), with heartbeats and the
+    curves table in place.
 
     ``read_only`` (reports, the dashboard) creates nothing: no database file, no table,
     no change of journal mode; a SQLite file that does not exist is an error.
@@ -144,7 +179,7 @@ def open_storage(
         else None
     )
     try:
-        storage = optuna.storages.RDBStorage(
+        storage = StudyStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
