@@ -161,9 +161,10 @@ class PolicySettings:
             (0.0 <= self.rung_prune_share < 1.0, "rung_prune_share", "must lie in [0, 1)"),
             (self.series in SERIES, "series", f"must be one of {SERIES}"),
             (
-                set(self.fitted_without) <= set(families) and len(self.fitted_without) < len(families),
+                not self.fitted_without
+                or (set(self.fitted_without) <= set(families) and len(self.fitted_without) < len(families)),
                 "fitted_without",
-                f"must name some of the shipped families {families}, not all",
+                f"must name some of the shipped families {list(families)}, not all",
             ),
         )
         for holds, name, requirement in checks:

@@ -25,15 +25,14 @@ def shipped_corpus_names() -> list[str]:
 
 
 @functools.cache
-def shipped_families() -> list[str]:
+def shipped_families() -> tuple[str, ...]:
     """The model families of the shipped corpora (each grid's workload; see
     :attr:`~grokforecast.records.RunRecord.family`), read from the grids without the runs."""
-    return sorted(
-        {
-            tomllib.loads((SHIPPED_GRIDS / f"{name}.toml").read_text())["fixed"]["workload"]
-            for name in shipped_corpus_names()
-        }
-    )
+    workloads = {
+        tomllib.loads((SHIPPED_GRIDS / f"{name}.toml").read_text())["fixed"]["workload"]
+        for name in shipped_corpus_names()
+    }
+    return tuple(sorted(workloads))
 
 
 def load_corpus(*sources: str | Path) -> list[RunRecord]:
