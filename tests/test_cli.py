@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from studies import study_text, write_study
+
 GROKFORECAST = Path(sys.executable).with_name("grokforecast")
 TINY = ["-o", "p=11", "-o", "embed_dim=8", "-o", "hidden=16", "--lr", "1e-2", "--eval-every", "10"]
 
@@ -109,9 +111,6 @@ print(sorted(m for m in ("torch", "ray", "optuna", "sqlalchemy", "plotly") if m 
 
 
 def test_bench_pruners_counts_the_grokkers_each_pruner_found_against_no_pruning(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from studies import study_text, write_study
-
     # The random sampler draws the same three trials in both runs, from ranges that grok by
     # step 300-450 (the median-pruner sweep test's trial) or do not quite.
     text = (
