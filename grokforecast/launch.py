@@ -33,12 +33,11 @@ from grokforecast.backends.optuna.workers import (
 from grokforecast.errors import GrokforecastError
 from grokforecast.sweep import shutdown
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.populations import holds_populations
 from grokforecast.sweep.progress import SweepProgress, sweep_progress
 from grokforecast.sweep.study import create_study
 
 POLL_SECONDS = 1.0
-#: Seconds a worker has to checkpoint and mark its trial after the stop signal.
-STOP_GRACE_SECONDS = 30.0
 
 
 class SweepInterrupted(Exception):
@@ -71,13 +70,12 @@ def run_sweep(
     shown = sweep_progress(plan.spec.n_trials, plan.spec.budget.full_steps, progress)
     shown.update(study)
     try:
+        if resume and _resumes_from_the_study(plan, backend):
+            _retry_left_running(study, plan)
         if backend == "ray":
             _while_polling(study, shown, lambda: _run_on_ray(plan, study, ray_address, resume))
         else:
             with shutdown.graceful_stop():  # Ray Tune handles its own signals
-                if resume:
-                    _reap(study, plan)
-                    retry_interrupted(study, plan.spec.heartbeat.max_retry, plan.spec.n_trials)
                 if n_workers == 1:
                     quiet_interrupted_trials()
                     _while_polling(
@@ -93,9 +91,26 @@ def run_sweep(
     return study
 
 
+def _resumes_from_the_study(plan: SweepPlan, backend: str) -> bool:
+    """Whether a resume finds the interrupted trials in the study database (Optuna workers,
+    and populations on Ray) rather than in a Tune experiment that it restores."""
+    return backend == "optuna" or holds_populations(plan.spec)
+
+
+def _retry_left_running(study: optuna.Study, plan: SweepPlan) -> None:
+    """Before a resume: fail the trials a killed worker left RUNNING and queue them again
+    with the other interrupted ones (each retry continues from its trial's checkpoint).
+    A stop signal meanwhile ends the sweep with nothing started."""
+    with shutdown.graceful_stop():
+        _reap(study, plan)
+        retry_interrupted(study, plan.spec.heartbeat.max_retry, plan.spec.n_trials)
+        if (signum := shutdown.requested()) is not None:
+            raise SweepInterrupted(signum)
+
+
 def _reap(study: optuna.Study, plan: SweepPlan) -> None:
-    """Before a resume: fail the trials a killed worker left RUNNING (they are retried
-    from their checkpoints), waiting as long as a heartbeat may take to go stale."""
+    """Fail the trials a killed worker left RUNNING, waiting as long as a heartbeat may
+    take to go stale."""
     heartbeat = plan.spec.heartbeat
     running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if not running:
@@ -143,7 +158,7 @@ def _train_in_workers(plan: SweepPlan, study: optuna.Study, shown: SweepProgress
 
     A stop signal is passed on to every worker as SIGTERM (a terminal's Ctrl-C reaches
     them already; ``docker stop`` and ``kill`` reach the parent only): each checkpoints
-    and marks its trial, and gets ``STOP_GRACE_SECONDS`` to do so before it is killed.
+    and marks its trial, and gets ``shutdown.STOP_GRACE_SECONDS`` to do so before it is killed.
     """
     processes = start_workers(plan, n_workers)
     try:
@@ -154,7 +169,7 @@ def _train_in_workers(plan: SweepPlan, study: optuna.Study, shown: SweepProgress
         if signum is not None:
             for process in processes:
                 process.terminate()
-            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            deadline = time.monotonic() + shutdown.STOP_GRACE_SECONDS
             for process in processes:
                 process.join(timeout=max(0.0, deadline - time.monotonic()))
     except KeyboardInterrupt:  # the signal again: stop now

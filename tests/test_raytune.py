@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,7 +33,8 @@ from grokforecast.records import RunRecord
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage, read_curves
 from grokforecast.sweep.study import create_study
-from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR, TRIAL_NUMBER
+from grokforecast.sweep.summary import ran_trials
+from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR, TRIAL_NUMBER, WORKER_ATTR
 from studies import GROKFORECAST, study_text, write_study
 
 PROBE_FRACTION = 0.1
@@ -298,11 +300,12 @@ def test_an_interrupted_ray_sweep_is_restored_and_every_trial_settled(in_tmp: Pa
         start_new_session=True,
         env=environment,
     )
-    # Interrupt once a trial has written its second checkpoint: a trial reports the next
-    # one only after Tune has registered the first, so the interrupted experiment knows it
-    # (the first checkpoint's folder appears on disk a moment before Tune registers it).
+    # Interrupt once a trial has written its third checkpoint: a checkpoint's folder appears
+    # on disk a moment before Tune registers it, and a trial reports the next one only after
+    # Tune has registered the one before, so the interrupted experiment knows the second
+    # (step 200) for sure.
     deadline = time.monotonic() + 300
-    while not list(in_tmp.glob("runs/study/ray/*/*/checkpoint_00000[1-9]")):
+    while not list(in_tmp.glob("runs/study/ray/*/*/checkpoint_00000[2-9]")):
         assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
         time.sleep(0.5)
     os.killpg(sweep.pid, signal.SIGINT)
@@ -345,16 +348,94 @@ def test_the_median_pruner_only_the_optuna_backend_has_is_refused_in_one_line(tm
     assert "pruner.kind" in shown.stderr and "--backend optuna" in shown.stderr
 
 
-def test_a_population_on_ray_is_refused_in_one_line_naming_the_fix(tmp_path: Path) -> None:
-    path = write_study(tmp_path, study_text("refused"))
-    command = [*GROKFORECAST, "sweep", str(path), "--backend", "ray", "--population", "4"]
-    shown = subprocess.run(
-        [*command, "--storage", f"sqlite:///{tmp_path / 's.db'}"], capture_output=True, text=True
+def _population_sweep(path: Path, *options: str) -> subprocess.Popen:
+    """``grokforecast sweep`` of the study file at ``path`` on a local Ray runtime."""
+    return subprocess.Popen(
+        [*GROKFORECAST, "sweep", str(path), "--backend", "ray", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as in a terminal
+        env={**os.environ, "RAY_ADDRESS": ""},
     )
-    assert (
-        shown.returncode == 2 and "population=4: populations train on the optuna backend only" in shown.stderr
+
+
+def _ran(plan: SweepPlan) -> list[optuna.trial.FrozenTrial]:
+    """The study's trials but those a population's threads asked for past the target."""
+    return ran_trials(optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url))
+
+
+def test_each_ray_trial_holds_a_population_whose_members_are_recorded_in_the_study(in_tmp: Path) -> None:
+    path = write_study(in_tmp, study_text("raypop", n_trials=6))
+    sweep = _population_sweep(path, "--population", "3")
+    stdout, stderr = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, stderr
+    assert "Ray Tune, 3 trials at once each" in stdout and "6 trials finished" in stdout
+    plan = SweepPlan.load(path)
+    trials = _ran(plan)
+    assert len(trials) == 6 and {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}
+    curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
+    for trial in trials:  # recorded as on the Optuna backend: dense curves, the decision, the outcome
+        steps, _ = curves[trial.number]["train_loss"]
+        assert (steps == np.arange(trial.user_attrs["steps_trained"])).all()
+        assert trial.user_attrs[DECISION_ATTR]["decision"] in {"keep", "prune"}
+        assert (trial.state is TrialState.PRUNED) == (trial.user_attrs[DECISION_ATTR]["decision"] == "prune")
+    # Two CPUs, one per Tune trial: two populations, in two Ray worker processes.
+    workers = {t.user_attrs[WORKER_ATTR] for t in trials}
+    assert len(workers) == 2 and str(sweep.pid) not in {w.split(":")[1] for w in workers}
+    # Each Tune trial's results name its members as they ended, each member once.
+    results = [
+        result
+        for log in in_tmp.glob("runs/study/ray-populations/*/*/result.json")
+        for result in map(json.loads, log.read_text().splitlines())
+        if "trial" in result  # not a progress result between members
+    ]
+    assert sorted(r["trial"] for r in results) == [t.number for t in trials]
+    for result in results:
+        assert result["state"] == trials[result["trial"]].state.name
+        assert result["steps_trained"] == trials[result["trial"]].user_attrs["steps_trained"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_ray_population_resumes_every_member_from_its_checkpoint(in_tmp: Path) -> None:
+    text = study_text("raypop-resume", n_trials=3, threshold=0.0, full_steps=2000)
+    path = write_study(in_tmp, text.replace("hold_steps", "population = 2\nhold_steps"))
+    plan = SweepPlan.load(path)
+    # One CPU per population and two CPUs: two populations, so both must be stopped.
+    sweep = _population_sweep(path)
+    checkpoints = [plan.checkpoint_dir / f"trial-{n}.pt" for n in range(3)]
+    deadline = time.monotonic() + 300
+    while sum(path.exists() for path in checkpoints) < 2:  # two members past their probe
+        assert time.monotonic() < deadline and sweep.poll() is None, sweep.stderr.read()
+        time.sleep(0.2)
+    os.killpg(sweep.pid, signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130 and "grokforecast resume" in stderr, stderr
+    checkpointed = {n for n, path in enumerate(checkpoints) if path.exists()}
+    # Tune stopped the populations: each member checkpointed and failed, or left RUNNING if
+    # Tune killed its process first; either way it is retried from its checkpoint.
+    interrupted = {t.number for t in _ran(plan) if t.state in (TrialState.FAIL, TrialState.RUNNING)}
+    assert checkpointed and checkpointed <= interrupted
+
+    resumed = subprocess.run(
+        [*GROKFORECAST, "resume", str(path), "--backend", "ray"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "RAY_ADDRESS": ""},
     )
-    assert "Traceback" not in shown.stderr and not (tmp_path / "s.db").exists()
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 trials finished" in resumed.stdout
+    trials = _ran(plan)
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and states.count(TrialState.COMPLETE) == 3
+    curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
+    for killed in interrupted:  # each continued from its own checkpoint, nothing lost, nothing twice
+        retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed)
+        assert killed not in curves and (curves[retry.number]["train_loss"][0] == np.arange(2000)).all()
+        if killed in checkpointed:
+            assert retry.user_attrs["resumed_from"]["trial"] == killed
+            assert retry.user_attrs["resumed_from"]["step"] >= plan.spec.budget.probe_steps
 
 
 def test_the_study_files_pruner_and_grok_threshold_reach_both_stoppers_alike(tmp_path: Path) -> None:

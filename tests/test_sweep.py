@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ from grokforecast.errors import ConfigError, GrokforecastError
 from grokforecast.history import History, hyperparameters_from
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.populations import AUTO_SIZES, choose_population
+from grokforecast.sweep.progress import ProgressLines
 from grokforecast.sweep.spec import load_study_spec
 from grokforecast.sweep.storage import (
     misread_absolute_path,
@@ -716,3 +718,20 @@ def test_a_study_can_prune_with_optunas_median_pruner_on_validation_accuracy(in_
     for trial in pruned:
         assert trial.user_attrs["steps_trained"] >= 40
         assert "MedianPruner: val acc below" in trial.user_attrs[DECISION_ATTR]["reason"]
+
+
+def test_a_trial_asked_for_past_the_target_is_neither_shown_nor_counted_as_failed() -> None:
+    study = optuna.create_study()
+    lines = io.StringIO()
+    progress = ProgressLines(n_trials=1, full_steps=240, stream=lines)
+    progress.update(study)
+    done = {"stopped": "budget", "steps_trained": 240, "grokked": False}
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs=done))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, system_attrs={SURPLUS_ATTR: True}))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # a real interruption
+    progress.update(study)
+    assert lines.getvalue().splitlines() == [
+        "trial 0 did not grok at step 240, value 0.5; 1 of 1 finished, 0 % saved",
+        "trial 2 failed (resume retries it from its checkpoint); 1 of 1 finished, 0 % saved",
+    ]
+    assert summarize(study, 240).failed == 1

@@ -156,7 +156,7 @@ def end_to_end(study_file: Path, population: int, workdir: Path) -> tuple[SweepR
     from grokforecast.backends.optuna.workers import run_worker
     from grokforecast.sweep.plan import SweepPlan
     from grokforecast.sweep.study import create_study
-    from grokforecast.vocabulary import SURPLUS_ATTR
+    from grokforecast.sweep.summary import ran_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs = []
@@ -173,8 +173,7 @@ def end_to_end(study_file: Path, population: int, workdir: Path) -> tuple[SweepR
             start = time.perf_counter()
             run_worker(plan)
             seconds = time.perf_counter() - start
-            trials = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url).trials
-            ran = [t for t in trials if SURPLUS_ATTR not in t.system_attrs]
+            ran = ran_trials(optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url))
             params = params or [t.params for t in ran]
             runs.append(SweepRun(k, seconds, tuple(bool(t.user_attrs.get("grokked")) for t in ran)))
     return runs[0], runs[1]

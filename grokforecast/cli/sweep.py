@@ -88,11 +88,10 @@ def _with_population(plan: SweepPlan, population: int | str) -> SweepPlan:
 
 
 def _measured_population(plan: SweepPlan, backend: str) -> SweepPlan:
-    """The plan with ``population = "auto"`` measured once, for every worker (1 on Ray)."""
-    if plan.spec.budget.population != "auto":
+    """The plan with ``population = "auto"`` measured once here, for every worker (on Ray,
+    each population measures it on the device it is placed on)."""
+    if plan.spec.budget.population != "auto" or backend == "ray":
         return plan
-    if backend == "ray":
-        return _with_population(plan, 1)
     from grokforecast.sweep.populations import choose_population
 
     population, why = choose_population(plan.spec)
@@ -111,13 +110,10 @@ def _run(plan: SweepPlan, workers: int, resume: bool, backend: str, ray_address:
     budget = plan.spec.budget
     if backend == "ray" and workers != 1:
         raise click.UsageError("--workers is for the optuna backend; on Ray, set [ray] cpus_per_trial")
-    if backend == "ray" and budget.population != 1:
-        raise click.UsageError(
-            f"population={budget.population}: populations train on the optuna backend only; "
-            "use --backend optuna, or --population 1 on Ray"
-        )
     runner = f"{workers} worker(s)" if backend == "optuna" else "Ray Tune"
-    if budget.population > 1 and backend == "optuna":
+    if budget.population == "auto":
+        runner += ", populations sized on each Tune trial's device"
+    elif budget.population > 1:
         runner += f", {budget.population} trials at once each"
     click.echo(
         f"study {plan.spec.name!r}: {plan.spec.n_trials} trials, probe {budget.probe_steps} of "

@@ -31,6 +31,11 @@ from grokforecast.training import RunStatus, TrainConfig, Trainer
 from grokforecast.training.population import Population, training_state_bytes
 
 
+def holds_populations(spec: StudySpec) -> bool:
+    """Whether the sweep's workers train populations (``population`` is K > 1 or ``"auto"``)."""
+    return spec.budget.population != 1
+
+
 class SharedPopulation:
     """The :class:`~grokforecast.sweep.lifecycle.Segments` of the trials of one worker's
     threads: trained together, ``capacity`` at a time."""

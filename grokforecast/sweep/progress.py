@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from grokforecast.sweep.summary import SweepSummary, summarize
+from grokforecast.sweep.summary import SweepSummary, ran_trials, summarize
 from grokforecast.vocabulary import PROBE_ATTR, STOPPED_ATTR
 
 _ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -68,7 +68,7 @@ class ProgressLines:
         self._shown: set[int] | None = None  # trials that had ended when the sweep began: not news
 
     def update(self, study: optuna.Study) -> None:
-        ended = [t for t in study.get_trials(deepcopy=False) if t.state in _ENDED]
+        ended = [t for t in ran_trials(study) if t.state in _ENDED]
         if self._shown is None:
             self._shown = {t.number for t in ended}
             return

@@ -30,6 +30,8 @@ from types import FrameType
 
 #: The signals that ask a sweep to stop, and the exit status a shell expects after each.
 STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+#: Seconds a worker has to checkpoint and mark its trials after the stop request.
+STOP_GRACE_SECONDS = 30.0
 
 _PR_SET_PDEATHSIG = 1
 
@@ -54,6 +56,14 @@ class StopRequested(KeyboardInterrupt):
 def requested() -> signal.Signals | None:
     """The stop signal received within :func:`graceful_stop`, if any."""
     return _requested
+
+
+def request_stop(signum: signal.Signals | None) -> None:
+    """Ask this process's trials to stop at their next segment end, as a stop signal within
+    :func:`graceful_stop` does; for a host that learns of the stop otherwise (Ray Tune
+    stopping a population). ``None`` withdraws the request."""
+    global _requested
+    _requested = signum
 
 
 def raise_if_requested() -> None:

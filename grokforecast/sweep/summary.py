@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR
+from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR, SURPLUS_ATTR
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,14 @@ class SweepSummary:
         return 1.0 - self.steps_spent / self.steps_unpruned if self.steps_unpruned else 0.0
 
 
+def ran_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's trials, but those a worker asked for once the target was claimed: they
+    ran nothing and are no failure (:class:`~grokforecast.backends.optuna.workers.SurplusTrial`)."""
+    return [t for t in study.get_trials(deepcopy=False) if SURPLUS_ATTR not in t.system_attrs]
+
+
 def summarize(study: optuna.Study, full_steps: int) -> SweepSummary:
-    trials = study.get_trials(deepcopy=False)
+    trials = ran_trials(study)
     by_state = {state: [t for t in trials if t.state is state] for state in TrialState}
     finished = by_state[TrialState.COMPLETE] + by_state[TrialState.PRUNED]
     return SweepSummary(

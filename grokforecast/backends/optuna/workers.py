@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import optuna
 import sqlalchemy as sa
@@ -177,13 +177,15 @@ def run_worker(
     threads: int | None = None,
     n_trials: int | None = None,
     storage: optuna.storages.RDBStorage | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> None:
     """One worker: optimize until the study holds its target number of finished trials.
 
     ``worker_index`` offsets the sampler seed; a worker that joins from another host
     (``None``) takes a number from its host name and process id (containers all run as
     process 1), so no two workers propose the same points. A worker in the sweep's own
-    process shares its ``storage``; other processes open their own.
+    process shares its ``storage``; other processes open their own. ``callbacks`` are
+    called with each trial the worker ends, as Optuna's ``optimize`` calls its own.
     """
     own_trials_only = worker_index is None
     if worker_index is None:
@@ -210,7 +212,7 @@ def run_worker(
         study.optimize(
             objective,
             n_jobs=population,  # a population's trials: one thread each, trained together
-            callbacks=[run.after_trial, StopAtTarget(target)],
+            callbacks=[run.after_trial, *callbacks, StopAtTarget(target)],
             gc_after_trial=False,
         )
 

@@ -6,6 +6,10 @@ trial, from the study file's ``[ray]`` section), stops the ones the forecast giv
 saves the experiment under ``runs/<study file>/ray/``. Optuna samples every trial and the
 study database records the true outcome of each (:class:`StudySearcher`), so status,
 export, reports and optuna-dashboard read a Ray sweep exactly like an Optuna one.
+
+With ``[budget] population = K`` each Tune trial holds a population of the study's trials
+instead (:mod:`grokforecast.backends.ray.populations`), saved under ``runs/<study
+file>/ray-populations/``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -24,12 +29,14 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from grokforecast.backends.ray.populations import POPULATION_INDEX, population_count, train_population
 from grokforecast.backends.ray.scheduler import GrokForecastScheduler
 from grokforecast.backends.ray.searcher import StudySearcher, settle
 from grokforecast.backends.ray.trainable import train_trial
 from grokforecast.errors import GrokforecastError
 from grokforecast.sweep.outcomes import grok_label, probed_outcomes
 from grokforecast.sweep.plan import SweepPlan
+from grokforecast.sweep.populations import holds_populations
 from grokforecast.sweep.storage import absolute_url
 from grokforecast.sweep.study import finished_trials
 from grokforecast.vocabulary import TRIAL_NUMBER
@@ -78,6 +85,12 @@ def experiment_root(plan: SweepPlan) -> Path:
     return (plan.checkpoint_dir.parent / "ray").resolve()
 
 
+def population_experiment_root(plan: SweepPlan) -> Path:
+    """Where a population sweep's Tune experiments live: ``runs/<study file>/ray-populations``
+    (apart, so that a resume of single Tune trials never restores one)."""
+    return experiment_root(plan).with_name("ray-populations")
+
+
 def check_ray_backend(plan: SweepPlan) -> None:
     """Refuse, before anything is stored, the pruner only the Optuna backend has."""
     pruner = plan.spec.pruner
@@ -95,17 +108,19 @@ def run_ray_sweep(
 
     With ``resume``, the newest unfinished Tune experiment of the sweep is restored first
     (running and errored trials continue from their checkpoints), then new trials are
-    added until the study holds its target.
+    added until the study holds its target. A population sweep keeps its state in the
+    study alone: its resume (whose trials left RUNNING were retried by then) starts new
+    populations.
     """
     check_ray_backend(plan)
     connect(address)
     # Tune runs each trial in a folder of its own: every path the trials use is made absolute.
     absolute_checkpoints = plan.spec.model_copy(update={"checkpoint_dir": str(plan.checkpoint_dir.resolve())})
     plan = dataclasses.replace(plan, spec=absolute_checkpoints, storage_url=absolute_url(plan.storage_url))
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, plan=plan),
-        {"cpu": plan.spec.ray.cpus_per_trial, "gpu": plan.spec.ray.gpus_per_trial},
-    )
+    if holds_populations(plan.spec):
+        _fit_populations(plan, study)
+        return
+    trainable = _with_trial_resources(train_trial, plan)
     if resume:
         latest = _latest_experiment(experiment_root(plan))
         if latest is not None:
@@ -114,6 +129,36 @@ def run_ray_sweep(
     remaining = plan.spec.n_trials - finished_trials(study)
     if remaining > 0:
         _fit_and_reconcile(_new_tuner(plan, study, trainable, remaining), study, plan)
+
+
+def _with_trial_resources(trainable: Callable[..., None], plan: SweepPlan) -> object:
+    """``trainable`` given the sweep's plan, on the resources of one Tune trial."""
+    return tune.with_resources(
+        tune.with_parameters(trainable, plan=plan),
+        {"cpu": plan.spec.ray.cpus_per_trial, "gpu": plan.spec.ray.gpus_per_trial},
+    )
+
+
+def _fit_populations(plan: SweepPlan, study: optuna.Study) -> None:
+    """Run the study's remaining trials in populations, one per Tune trial, as many at once
+    as the cluster holds; a population that failed for good is one line, naming its log."""
+    remaining = plan.spec.n_trials - finished_trials(study)
+    if remaining <= 0:
+        return
+    count = population_count(plan.spec, remaining)
+    tuner = tune.Tuner(
+        _with_trial_resources(train_population, plan),
+        param_space={POPULATION_INDEX: tune.grid_search(list(range(count)))},
+        run_config=_run_config(plan, population_experiment_root(plan), callbacks=[]),
+    )
+    results = _fit(tuner)
+    failed = [result for result in results if result.error is not None]
+    if failed:
+        result = failed[0]
+        raise GrokforecastError(
+            f"population {result.config[POPULATION_INDEX]} failed on Ray: {_last_line(result.error)} "
+            f"(log: {result.path}); 'grokforecast resume' retries its trials from their checkpoints"
+        )
 
 
 def _new_tuner(plan: SweepPlan, study: optuna.Study, trainable: object, n_trials: int) -> tune.Tuner:
@@ -132,14 +177,20 @@ def _new_tuner(plan: SweepPlan, study: optuna.Study, trainable: object, n_trials
             num_samples=n_trials,
             max_concurrent_trials=spec.ray.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(
-            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str(experiment_root(plan)),
-            callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=spec.heartbeat.max_retry),
-            verbose=0,
-        ),
+        run_config=_run_config(plan, experiment_root(plan), callbacks),
+    )
+
+
+def _run_config(plan: SweepPlan, root: Path, callbacks: list) -> tune.RunConfig:
+    """A new Tune experiment of the sweep under ``root``: a crashed Tune trial is restarted
+    up to ``[heartbeat] max_retry`` times, from its newest checkpoint."""
+    return tune.RunConfig(
+        name=f"{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=str(root),
+        callbacks=callbacks,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=plan.spec.heartbeat.max_retry),
+        verbose=0,
     )
 
 
@@ -157,13 +208,19 @@ def forecast_scheduler(plan: SweepPlan, study: optuna.Study) -> GrokForecastSche
 
 
 def _fit_and_reconcile(tuner: tune.Tuner, study: optuna.Study, plan: SweepPlan) -> None:
+    reconcile(study, _fit(tuner), plan.spec.objective)
+
+
+def _fit(tuner: tune.Tuner) -> tune.ResultGrid:
+    """``tuner.fit()``, with grokforecast's progress instead of Tune's; Ctrl-C (after which
+    Tune has saved the experiment) is :class:`ExperimentInterrupted`."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress bar is grokforecast's
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     before = signal.getsignal(signal.SIGINT)
     results = tuner.fit()
     if _tune_caught_sigint(before):
         raise ExperimentInterrupted(str(results.experiment_path))
-    reconcile(study, results, plan.spec.objective)
+    return results
 
 
 def _tune_caught_sigint(before: object) -> bool:
@@ -193,13 +250,18 @@ def reconcile(study: optuna.Study, results: tune.ResultGrid, objective: str) -> 
         if number is None:
             continue
         if result.error is not None:
-            first_line = (str(result.error).strip().splitlines() or [type(result.error).__name__])[-1]
-            logger.warning("trial %d failed on Ray: %s (log: %s)", number, first_line, result.path)
+            line = _last_line(result.error)
+            logger.warning("trial %d failed on Ray: %s (log: %s)", number, line, result.path)
         state = settle(study, number, result.metrics, None, objective, error=result.error is not None)
         if state is None:
             state = settle(study, number, None, None, objective, error=True)
         settled += state is not None
     return settled
+
+
+def _last_line(error: BaseException) -> str:
+    """The line of a Tune trial's error that says what went wrong (Ray puts the cause last)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[-1]
 
 
 def _latest_experiment(root: Path) -> Path | None:
