@@ -396,6 +396,21 @@ def test_each_ray_trial_holds_a_population_whose_members_are_recorded_in_the_stu
         assert result["steps_trained"] == trials[result["trial"]].user_attrs["steps_trained"]
 
 
+def test_a_population_that_cannot_stack_its_trials_on_ray_is_one_line_naming_why(in_tmp: Path) -> None:
+    # Two trials whose Grokfast MA windows differ: a grid gives each window to one of them.
+    text = study_text("raypop-misfit", n_trials=2).replace('kind = "random"', 'kind = "grid"')
+    text = text.replace('device = "cpu"', 'device = "cpu"\ngrokfast = "ma"')
+    search = text[text.index("[search]") : text.index("[budget]")]
+    text = text.replace(search, "[search]\ngrokfast_window = { choices = [5, 9] }\n\n")
+    path = write_study(in_tmp, text.replace("grace_period = 3", "grace_period = 3\nmax_retry = 0"))
+    sweep = _population_sweep(path, "--population", "2")
+    _, stderr = sweep.communicate(timeout=300)
+    shown = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert sweep.returncode != 0 and len(shown) == 1 and "Traceback" not in stderr, stderr
+    assert "population 0 failed on Ray" in shown[0] and "its Grokfast window is" in shown[0]
+    assert "grokforecast resume" in shown[0]
+
+
 @pytest.mark.slow
 def test_an_interrupted_ray_population_resumes_every_member_from_its_checkpoint(in_tmp: Path) -> None:
     text = study_text("raypop-resume", n_trials=3, threshold=0.0, full_steps=2000)

@@ -157,7 +157,8 @@ def _fit_populations(plan: SweepPlan, study: optuna.Study) -> None:
         result = failed[0]
         raise GrokforecastError(
             f"population {result.config[POPULATION_INDEX]} failed on Ray: {_last_line(result.error)} "
-            f"(log: {result.path}); 'grokforecast resume' retries its trials from their checkpoints"
+            f"(log: {result.path}); once it is fixed, 'grokforecast resume' retries its trials "
+            "from their checkpoints"
         )
 
 
@@ -216,11 +217,18 @@ def _fit(tuner: tune.Tuner) -> tune.ResultGrid:
     Tune has saved the experiment) is :class:`ExperimentInterrupted`."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the progress bar is grokforecast's
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failed Tune trial is reported in one line, naming its log, instead of a traceback.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    logging.getLogger("ray.tune.tune").addFilter(_not_the_list_of_failed_trials)
     before = signal.getsignal(signal.SIGINT)
     results = tuner.fit()
     if _tune_caught_sigint(before):
         raise ExperimentInterrupted(str(results.experiment_path))
     return results
+
+
+def _not_the_list_of_failed_trials(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Trials did not complete")
 
 
 def _tune_caught_sigint(before: object) -> bool:
