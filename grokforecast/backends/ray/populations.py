@@ -65,8 +65,9 @@ def train_population(config: dict[str, Any], plan: SweepPlan) -> None:
     trials end in Optuna's threads, and Tune takes results from the trainable's thread.
     Between members a progress result goes to Tune every :data:`PROGRESS_SECONDS`, since
     Tune can stop a trial only when it reports; stopped (Ctrl-C, a Tune stopper), the
-    population checkpoints its members at the end of their segments and marks them
-    failed, to be retried from those checkpoints, as an Optuna worker does on SIGTERM.
+    population asks its members to checkpoint at the end of their segments and fail, as an
+    Optuna worker does on SIGTERM. Members whose process Tune ends first stay RUNNING
+    until their heartbeats go stale; both kinds are retried from their newest checkpoints.
     """
     ended: queue.Queue[optuna.trial.FrozenTrial | BaseException | None] = queue.Queue()
 
