@@ -39,7 +39,8 @@ from grokforecast.backends.optuna.objective import worker_of
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.storage import open_storage, read_curves
 from grokforecast.sweep.study import FINISHED
-from grokforecast.vocabulary import RESUMED_FROM_ATTR, SURPLUS_ATTR
+from grokforecast.sweep.summary import ran_trials
+from grokforecast.vocabulary import RESUMED_FROM_ATTR
 
 #: Seconds after a trial reported the drawn step at which the kill falls: between
 #: reports and checkpoints, not on them.
@@ -132,7 +133,7 @@ def _wait_for_a_trial_at(plan: SweepPlan, sweep: subprocess.Popen, step: int) ->
 def read_back(plan: SweepPlan, kills: int = 0, worker_kills: int = 0) -> FaultReport:
     """The study of ``plan`` read back after a campaign of ``kills`` (see the module)."""
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
-    trials = study.get_trials(deepcopy=False)
+    trials = ran_trials(study)
     finished = [t for t in trials if t.state in FINISHED]
     curves = read_curves(open_storage(plan.storage_url).engine, plan.spec.name)
     curve_faults = sum(
@@ -151,7 +152,7 @@ def read_back(plan: SweepPlan, kills: int = 0, worker_kills: int = 0) -> FaultRe
         running=sum(t.state is TrialState.RUNNING for t in trials),
         repeated=len(finished) - len({tuple(sorted(t.params.items())) for t in finished}),
         curve_faults=curve_faults,
-        interrupted=sum(t.state is TrialState.FAIL and SURPLUS_ATTR not in t.system_attrs for t in trials),
+        interrupted=sum(t.state is TrialState.FAIL for t in trials),
         continued=sum(t.user_attrs.get(RESUMED_FROM_ATTR) is not None for t in finished),
         steps_needed=sum(int(t.user_attrs["steps_trained"]) for t in finished),
         steps_retrained=sum(_retrained([by_number[number] for number in chain]) for chain in chains),
