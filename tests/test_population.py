@@ -54,12 +54,13 @@ def _alone(config: TrainConfig, *segment_ends: int) -> Trainer:
 
 
 def assert_same_curves(alone: Trainer, together: Trainer) -> None:
-    """Equal to float tolerance; an accuracy may differ by a row whose logits tie within it."""
+    """Equal to float tolerance; an accuracy may differ by one row whose logits tie within it."""
+    one_row = {"train_acc": 1 / alone.batch_rows, "val_acc": 1 / len(alone.val_labels)}
     for series in SERIES:
         expected, got = np.array(getattr(alone.curves, series)), np.array(getattr(together.curves, series))
         assert got.shape == expected.shape, series
-        if series.endswith("acc"):
-            np.testing.assert_allclose(got, expected, atol=2.5e-3, err_msg=series)
+        if series in one_row:
+            np.testing.assert_allclose(got, expected, atol=1.01 * one_row[series], err_msg=series)
         else:
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6, err_msg=series)
     assert together.curves.eval_steps == alone.curves.eval_steps
@@ -94,6 +95,17 @@ def test_slots_keep_their_own_data_fraction_batches_and_grokfast_filter() -> Non
     assert len({len(t.train_labels) for t in together}) == 4  # four data fractions, padded in the stack
     for config, trainer in zip(configs, together, strict=True):
         assert_same_curves(_alone(config), trainer)
+
+
+def test_slots_given_different_step_counts_wait_unchanged_while_the_others_train() -> None:
+    configs = _configs("modular_mlp", {"grokfast": "ema"}, {"data_fraction": 0.7}, {"data_fraction": 0.2})
+    population = Population(capacity=3)
+    slots = [population.admit(Trainer(config)) for config in configs]
+    population.run({slots[0]: 20, slots[1]: 45, slots[2]: 60})  # the first two wait, in turn
+    assert [population.member(slot).step for slot in slots] == [20, 45, 60]
+    population.run({slots[0]: 40, slots[1]: 15})
+    for config, slot, segment_ends in zip(configs, slots, [(20,), (45,), ()], strict=True):
+        assert_same_curves(_alone(config, *segment_ends), population.member(slot))
 
 
 def test_a_released_slot_is_refilled_and_both_trials_go_on_as_alone(tmp_path: Path) -> None:

@@ -1,9 +1,52 @@
-"""Models of the grokking literature, each mapping a batch of inputs to class logits."""
+"""Models of the grokking literature, each mapping a batch of inputs to class logits.
+
+Each MLP also has ``forward_stacked(params, inputs)``: the forward of K copies of the model
+at once, their parameters stacked along a leading dimension (``{name: [K, *shape]}``, as
+``named_parameters`` names them) and their inputs too (``[K, rows, ...]``), written as
+batched matmuls. A :class:`~grokforecast.training.population.Population` trains with it;
+it computes what ``forward`` computes per copy, and on a CPU its forward and backward run
+~1.2x faster than ``vmap`` over ``forward`` (64 small MLPs: 10 ms against 12), whose
+batched ReLU and embedding gradients take strided loops. A model without it (the
+transformer) is trained under ``vmap``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+Stack = Mapping[str, torch.Tensor]
+
+
+def _linear_stacked(params: Stack, name: str, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear`` ``name`` of K stacked copies on ``x`` of shape ``[K, rows, in]``."""
+    weight, bias = params[f"{name}.weight"].transpose(1, 2), params.get(f"{name}.bias")
+    return torch.bmm(x, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, weight)
+
+
+def _embedding_stacked(params: Stack, name: str, indices: torch.Tensor) -> torch.Tensor:
+    """``nn.Embedding`` ``name`` of K stacked copies on ``indices`` of shape ``[K, ...]``:
+    one lookup in the K tables laid end to end (whose gradient is the lone embedding's
+    kernel, ~4x faster on a CPU than indexing the stack)."""
+    table = params[f"{name}.weight"]
+    k, rows = table.shape[:2]
+    offsets = torch.arange(k, device=indices.device).mul_(rows).view(-1, *[1] * (indices.dim() - 1))
+    return F.embedding(indices + offsets, table.reshape(k * rows, -1))
+
+
+def _sequential_stacked(layers: nn.Sequential, params: Stack, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """A ``Sequential`` of ``Linear`` and ``ReLU`` layers, of K stacked copies."""
+    for index, layer in enumerate(layers):
+        if isinstance(layer, nn.Linear):
+            x = _linear_stacked(params, f"{prefix}.{index}", x)
+        elif isinstance(layer, nn.ReLU):
+            x = torch.relu(x)
+        else:
+            raise TypeError(f"no stacked forward for a {type(layer).__name__} layer")
+    return x
 
 
 class EmbeddingMLP(nn.Module):
@@ -18,6 +61,10 @@ class EmbeddingMLP(nn.Module):
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         x = self.embed(pairs).flatten(1)
         return self.out(torch.relu(self.hidden(x)))
+
+    def forward_stacked(self, params: Stack, pairs: torch.Tensor) -> torch.Tensor:
+        x = _embedding_stacked(params, "embed", pairs).flatten(2)
+        return _linear_stacked(params, "out", torch.relu(_linear_stacked(params, "hidden", x)))
 
 
 class QuadraticMLP(nn.Module):
@@ -35,6 +82,10 @@ class QuadraticMLP(nn.Module):
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         return self.w((self.u(pairs[:, 0]) + self.v(pairs[:, 1])) ** 2)
+
+    def forward_stacked(self, params: Stack, pairs: torch.Tensor) -> torch.Tensor:
+        u, v = _embedding_stacked(params, "u", pairs[..., 0]), _embedding_stacked(params, "v", pairs[..., 1])
+        return _linear_stacked(params, "w", (u + v) ** 2)
 
 
 class ArithmeticTransformer(nn.Module):
@@ -89,6 +140,9 @@ class ParityMLP(nn.Module):
     def forward(self, bits: torch.Tensor) -> torch.Tensor:
         return self.layers(bits)
 
+    def forward_stacked(self, params: Stack, bits: torch.Tensor) -> torch.Tensor:
+        return _sequential_stacked(self.layers, params, "layers", bits)
+
 
 class DigitsMLP(nn.Module):
     """Omnigrok's 3-layer ReLU MLP, sized for 8x8 digits."""
@@ -105,3 +159,6 @@ class DigitsMLP(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.layers(images)
+
+    def forward_stacked(self, params: Stack, images: torch.Tensor) -> torch.Tensor:
+        return _sequential_stacked(self.layers, params, "layers", images)
