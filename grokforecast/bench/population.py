@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,8 @@ MODELS: dict[str, dict] = {
 }
 #: A trial's budget when counting trials per hour: the quickstart's full_steps.
 BUDGET_STEPS = 2000
+#: Steps between evaluations, as a sweep's trials evaluate.
+EVAL_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,16 @@ class Throughput:
     trial_steps_per_second: float
     flop_per_second: float
     bytes_per_trial: int
+    #: The same trials trained one at a time (for a population: its K trials).
+    alone_trial_steps_per_second: float
 
     @property
     def trials_per_hour(self) -> float:
         return 3600 * self.trial_steps_per_second / BUDGET_STEPS
+
+    @property
+    def speedup(self) -> float:
+        return self.trial_steps_per_second / self.alone_trial_steps_per_second
 
 
 def matmul_rate(n: int = 1024, repeats: int = 20) -> float:
@@ -68,7 +76,7 @@ def configs(options: dict, k: int, steps: int, seed: int = 0) -> list[TrainConfi
         TrainConfig(
             **options,
             steps=steps,
-            eval_every=10,
+            eval_every=EVAL_EVERY,
             lr=10 ** draw.uniform(-3, -2.3),
             weight_decay=10 ** draw.uniform(-1.3, 0.5),
             data_fraction=draw.uniform(0.2, 0.7),
@@ -90,27 +98,45 @@ def flops_per_step(config: TrainConfig) -> float:
 
 
 def measure(model: str, options: dict, populations: tuple[int, ...], steps: int) -> Iterator[Throughput]:
-    """One-at-a-time, then each population size, on ``max(populations)`` trials' settings."""
+    """One at a time, then each population size, on the same ``max(populations)`` trials'
+    settings; a population of K is compared with its own K trials one at a time.
+
+    Every timing is the faster of two equal halves (a noisy machine only ever slows a
+    run down), each a whole number of evaluation intervals: a lone trial's 20 steps (per
+    100 of ``steps``), a population's ``steps`` after a 10-step warm-up.
+    """
     warnings.filterwarnings("ignore", message="There is a performance drop")
     trials = configs(options, max(populations), steps)
     work = sum(flops_per_step(c) for c in trials) / len(trials)
-    lone = [Trainer(c) for c in trials[: max(2, len(trials) // 8)]]
-    lone[0].run(until=5)  # warm-up
-    start = time.perf_counter()
-    for trainer in lone[1:]:
-        trainer.run()
-    rate = (len(lone) - 1) * steps / (time.perf_counter() - start)
-    yield Throughput(model, None, rate, rate * work, training_state_bytes(lone[1]))
+    Trainer(trials[0]).run(until=5)  # warm-up
+    half = EVAL_EVERY * max(1, steps // 100)
+    seconds_per_step = []  # of each trial alone
+    for config in trials:
+        trainer = Trainer(config)
+        seconds_per_step.append(min(_timed(trainer.run, trainer.step + half) for _ in range(2)) / half)
+    alone = {k: k / sum(seconds_per_step[:k]) for k in (*populations, len(trials))}
+    yield Throughput(
+        model,
+        None,
+        alone[len(trials)],
+        alone[len(trials)] * work,
+        training_state_bytes(Trainer(trials[0])),
+        alone[len(trials)],
+    )
     for k in populations:
         population = Population(k)
-        members = [Trainer(c) for c in trials[:k]]
-        for member in members:
-            population.admit(member)
-        population.run(5)  # warm-up: the first vmap call traces
-        start = time.perf_counter()
-        population.run(steps - 5)
-        rate = k * (steps - 5) / (time.perf_counter() - start)
-        yield Throughput(model, k, rate, rate * work, population.bytes_per_member())
+        for config in trials[:k]:
+            population.admit(Trainer(config))
+        population.run(EVAL_EVERY)  # warm-up: the first stacked call allocates (and traces, under vmap)
+        half = EVAL_EVERY * max(1, (steps - EVAL_EVERY) // (2 * EVAL_EVERY))
+        rate = k * half / min(_timed(population.run, half) for _ in range(2))
+        yield Throughput(model, k, rate, rate * work, population.bytes_per_member(), alone[k])
+
+
+def _timed(run: Callable[[int], object], argument: int) -> float:
+    start = time.perf_counter()
+    run(argument)
+    return time.perf_counter() - start
 
 
 def markdown_table(rows: list[Throughput], roofline: float) -> str:
@@ -119,14 +145,10 @@ def markdown_table(rows: list[Throughput], roofline: float) -> str:
         "| x one at a time | GFLOP/s | share of the matmul roofline | training state per trial |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    baseline: dict[str, float] = {}
     for row in rows:
-        if row.population is None:
-            baseline[row.model] = row.trial_steps_per_second
-        speedup = row.trial_steps_per_second / baseline[row.model]
         lines.append(
             f"| {row.model} | {row.population or '1 (one per process)'} | {row.trial_steps_per_second:,.0f} "
-            f"| {row.trials_per_hour:,.0f} | {speedup:.2f} | {row.flop_per_second / 1e9:.1f} "
+            f"| {row.trials_per_hour:,.0f} | {row.speedup:.2f} | {row.flop_per_second / 1e9:.1f} "
             f"| {row.flop_per_second / roofline:.0%} | {row.bytes_per_trial / 1e6:.2f} MB |"
         )
     return "\n".join(lines)

@@ -43,7 +43,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -51,24 +50,8 @@ from torch.func import functional_call, vmap
 
 from grokforecast.errors import ConfigError
 from grokforecast.training.grokfast import EMAFilter, MAFilter
-from grokforecast.training.padding import padding_groups
+from grokforecast.training.padding import SlotRows, StackedBatch
 from grokforecast.training.trainer import RunStatus, Trainer, warmup_lr
-
-#: What one more group of batches costs (a stacked forward's fixed overhead), as a share of
-#: the population's batch rows: ~0.3 ms on a 2-core CPU against 64 small trials' rows.
-GROUP_COST = 0.05
-
-
-@dataclass(frozen=True)
-class _Group:
-    """Slots whose batches are stacked together, padded to the group's longest."""
-
-    slots: tuple[int, ...]
-    lanes: torch.Tensor  # the slots, as an index into the stack
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    labels: torch.Tensor
-    weights: torch.Tensor  # 1 / rows on a slot's rows, 0 on padding
 
 
 class Population:
@@ -87,8 +70,9 @@ class Population:
         self._members: list[Trainer | None] = [None] * capacity
         self._names: list[str] = []
         self._stack: dict[str, torch.Tensor] = {}
-        #: The active slots and their gathered full batches, while those do not change.
-        self._cached: tuple[tuple[int, ...], list[_Group]] | None = None
+        #: Batches gathered from rows that do not change (full batches, evaluation sets),
+        #: by the slots they are for, until a slot's trial changes.
+        self._cached: dict[tuple[str, tuple[int, ...]], list[StackedBatch]] = {}
 
     # -- members ----------------------------------------------------------------------
 
@@ -118,7 +102,7 @@ class Population:
         slot = self.free[0]
         self._members[slot] = trainer
         self._load_slot(slot, trainer)
-        self._cached = None
+        self._cached.clear()
         return slot
 
     def release(self, slot: int) -> Trainer:
@@ -126,7 +110,7 @@ class Population:
         trainer = self.member(slot)
         self._write_back(slot, trainer, optimizer=True)
         self._members[slot] = None
-        self._cached = None
+        self._cached.clear()
         return trainer
 
     def export(self, slot: int) -> Trainer:
@@ -169,10 +153,7 @@ class Population:
             active = [s for s in until if status[s] is RunStatus.REACHED and self.member(s).step < until[s]]
             if not active:
                 break
-            for slot in active:
-                member = self.member(slot)
-                if member.step % member.config.eval_every == 0 and not member._evaluated(member.step):
-                    self._evaluate(slot)
+            self._evaluate([s for s in active if self._due(s)])
             losses, correct = self._train_step(active)
             for slot in active:
                 member = self.member(slot)
@@ -185,11 +166,14 @@ class Population:
                     pending[slot] = ([], [])
                     if member.diverged_at is not None:
                         status[slot] = RunStatus.DIVERGED
-        for slot in ends & set(until):
-            member = self.member(slot)
-            if status[slot] is RunStatus.REACHED and not member._evaluated(member.step):
-                self._evaluate(slot)
+        ended = [s for s in until if s in ends and status[s] is RunStatus.REACHED]
+        self._evaluate([s for s in ended if not self.member(s)._evaluated(self.member(s).step)])
         return status
+
+    def _due(self, slot: int) -> bool:
+        """Whether ``slot``'s trainer evaluates before its next step, as it would alone."""
+        member = self.member(slot)
+        return member.step % member.config.eval_every == 0 and not member._evaluated(member.step)
 
     def _train_step(self, active: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One update of every slot in ``active``; returns every slot's loss and correct
@@ -198,23 +182,12 @@ class Population:
         correct = torch.zeros(self.capacity, dtype=torch.long, device=self._device)
         total = torch.zeros((), device=self._device)
         for group in self._batches(active):
-            everyone = len(group.slots) == self.capacity
-            params = (
-                self._stack
-                if everyone
-                else {n: t.index_select(0, group.lanes) for n, t in self._stack.items()}
-            )
-            logits = self._logits(params, group.inputs)
-            if self._loss_kind == "mse":
-                per_row = ((logits - group.targets) ** 2).mean(dim=-1)
-            else:
-                per_row = F.cross_entropy(logits.flatten(0, 1), group.targets.flatten(), reduction="none")
-            loss = (per_row.view(group.weights.shape) * group.weights).sum(dim=1)
+            logits = self._logits(self._params_of(group), group.inputs)
+            loss = self._losses(group, logits)
             total = total + loss.sum()
             with torch.no_grad():
                 losses[group.lanes] = loss.detach()
-                right = _right_rows(logits.detach(), group.labels).mul(group.weights > 0).sum(dim=1)
-                correct[group.lanes] = right
+                correct[group.lanes] = _right_rows(logits.detach(), group.labels).mul(group.rows).sum(dim=1)
         # The slots' losses share no parameter: the gradient of their sum is each one's own.
         leaves = list(self._stack.values())
         grads = dict(
@@ -226,6 +199,12 @@ class Population:
             self._filter(grads, mask)
             self._adamw(grads, mask, active)
         return losses, correct
+
+    def _params_of(self, group: StackedBatch) -> Mapping[str, torch.Tensor]:
+        """The stacked parameters of ``group``'s slots."""
+        if len(group.slots) == self.capacity:
+            return self._stack
+        return {name: t.index_select(0, group.lanes) for name, t in self._stack.items()}
 
     def _logits(self, params: Mapping[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """Stacked slots' logits on their inputs (``[slots, rows, ...]``): the model's
@@ -240,46 +219,31 @@ class Population:
 
         return vmap(slot_logits)(dict(params), inputs)
 
-    def _batches(self, active: Sequence[int]) -> list[_Group]:
-        """The active slots' batches in groups of similar length, each padded to its
-        longest (padding weighs nothing; each loss is its batch's mean, as the trainer's).
-        Full batches are gathered once, until the active slots change."""
-        full_batch = all(self.member(slot).full_batch for slot in active)
-        key = tuple(active)
-        if full_batch and self._cached is not None and self._cached[0] == key:
-            return self._cached[1]
-        rows = [self._rows_of(slot) for slot in active]
-        lengths = [len(slot_rows) for slot_rows in rows]
-        groups = []
-        for members in padding_groups(lengths, GROUP_COST * sum(lengths)):
-            width = max(lengths[i] for i in members)
-            index = torch.zeros(len(members), width, dtype=torch.long, device=self._device)
-            weights = torch.zeros(len(members), width, device=self._device)
-            for lane, i in enumerate(members):
-                index[lane, : lengths[i]] = rows[i]
-                weights[lane, : lengths[i]] = 1.0 / max(lengths[i], 1)
-            slots = tuple(active[i] for i in members)
-            lanes = torch.tensor(slots, device=self._device)
-            column = lanes[:, None]
-            groups.append(
-                _Group(
-                    slots,
-                    lanes,
-                    self._inputs[column, index],
-                    self._targets[column, index],
-                    self._labels[column, index],
-                    weights,
-                )
-            )
-        self._cached = (key, groups) if full_batch else None
-        return groups
+    def _losses(self, group: StackedBatch, logits: torch.Tensor) -> torch.Tensor:
+        """Each slot's mean loss over its rows of ``group``, as the trainer's loss."""
+        if self._loss_kind == "mse":
+            per_row = ((logits - group.targets) ** 2).mean(dim=-1)
+        else:
+            per_row = F.cross_entropy(logits.flatten(0, 1), group.targets.flatten(), reduction="none")
+        return (per_row.view(group.weights.shape) * group.weights).sum(dim=1)
+
+    def _batches(self, active: Sequence[int]) -> list[StackedBatch]:
+        """The active slots' next batches, grouped by length; full batches are gathered
+        once, until a slot's trial changes."""
+        if all(self.member(slot).full_batch for slot in active):
+            return self._every_row(self._train, active)
+        return self._train.batches(active, [self._rows_of(slot) for slot in active])
+
+    def _every_row(self, rows: SlotRows, slots: Sequence[int]) -> list[StackedBatch]:
+        key = ("validation" if rows is self._val else "training", tuple(slots))
+        if key not in self._cached:
+            self._cached[key] = rows.batches(slots, [rows.every_row(slot) for slot in slots])
+        return self._cached[key]
 
     def _rows_of(self, slot: int) -> torch.Tensor:
-        """The training rows of the slot's next batch (drawn as its trainer draws them)."""
+        """The training rows of the slot's next mini-batch (drawn as its trainer draws them)."""
         member = self.member(slot)
         n = len(member.train_labels)
-        if member.full_batch:
-            return self._all_rows[:n]
         order = torch.randperm(n, generator=member.batch_generator)
         return order[: member.config.batch_size].to(self._device, non_blocking=True)
 
@@ -330,10 +294,40 @@ class Population:
             denom = v.sqrt().div_(_lanes(correction2, p)).add_(self._eps)
             p.sub_(_lanes(step_size, p) * (m / denom))  # as addcdiv rounds
 
-    def _evaluate(self, slot: int) -> None:
-        member = self.member(slot)
-        self._write_back(slot, member, optimizer=False)
-        member._evaluate(None)
+    @torch.no_grad()
+    def _evaluate(self, slots: Sequence[int]) -> None:
+        """Evaluate ``slots`` at their current steps, as their trainers would alone: the
+        validation loss and accuracy, the weight norm, and the accuracy on the whole
+        training set of a mini-batched trial."""
+        if not slots:
+            return
+        val_loss, val_acc = self._scores(self._val, slots)
+        norms = self._weight_norms(slots)
+        mini_batched = [slot for slot in slots if not self.member(slot).full_batch]
+        train_set_acc = dict(
+            zip(mini_batched, self._scores(self._train, mini_batched)[1].tolist(), strict=True)
+        )
+        values = torch.stack([val_loss, val_acc, norms], dim=1).tolist()
+        for slot, slot_values in zip(slots, values, strict=True):
+            self.member(slot)._record_evaluation(*slot_values, train_set_acc=train_set_acc.get(slot))
+
+    def _scores(self, rows: SlotRows, slots: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each of ``slots``' mean loss and accuracy on all its ``rows``, in order."""
+        loss = torch.zeros(self.capacity, device=self._device)
+        accuracy = torch.zeros(self.capacity, device=self._device)  # float32, as the trainer's
+        for group in self._every_row(rows, slots):
+            logits = self._logits(self._params_of(group), group.inputs)
+            loss[group.lanes] = self._losses(group, logits)
+            right = _right_rows(logits, group.labels).mul(group.rows).sum(dim=1)
+            accuracy[group.lanes] = right / group.rows.sum(dim=1)
+        lanes = torch.tensor(slots, dtype=torch.long, device=self._device)
+        return loss[lanes], accuracy[lanes]
+
+    def _weight_norms(self, slots: Sequence[int]) -> torch.Tensor:
+        """The L2 norm of each of ``slots``' parameters together (``total_weight_norm``)."""
+        lanes = torch.tensor(slots, dtype=torch.long, device=self._device)
+        norms = [torch.linalg.vector_norm(t[lanes].flatten(1), dim=1) for t in self._stack.values()]
+        return torch.linalg.vector_norm(torch.stack(norms), dim=0)
 
     # -- the stack ----------------------------------------------------------------------
 
@@ -353,18 +347,8 @@ class Population:
         self._exp_avg_sq = {name: torch.zeros_like(s) for name, s in self._stack.items()}
         self._loss_kind = first.loss_kind
         self._input_shape = tuple(first.train_inputs.shape[1:])
-        self._input_dtype = first.train_inputs.dtype
-        self._target_shape = tuple(first.train_targets.shape[1:])
-        self._target_dtype = first.train_targets.dtype
-        self._rows = max(len(first.train_labels), 1)
-        self._inputs = torch.zeros(
-            (k, self._rows, *self._input_shape), dtype=self._input_dtype, device=device
-        )
-        self._targets = torch.zeros(
-            (k, self._rows, *self._target_shape), dtype=self._target_dtype, device=device
-        )
-        self._labels = torch.zeros((k, self._rows), dtype=torch.long, device=device)
-        self._all_rows = torch.arange(self._rows, device=device)
+        self._train = SlotRows(k, first.train_inputs, first.train_targets)
+        self._val = SlotRows(k, first.val_inputs, first.val_targets)
         double = {"dtype": torch.float64, "device": device}
         self._lr, self._weight_decay = torch.zeros(k, **double), torch.zeros(k, **double)
         self._beta1, self._beta2 = torch.zeros(k, **double), torch.zeros(k, **double)
@@ -403,11 +387,8 @@ class Population:
 
     def _load_slot(self, slot: int, trainer: Trainer) -> None:
         """Copy a trainer's whole state into ``slot``."""
-        self._grow_rows(len(trainer.train_labels))
-        n = len(trainer.train_labels)
-        self._inputs[slot, :n] = trainer.train_inputs
-        self._targets[slot, :n] = trainer.train_targets
-        self._labels[slot, :n] = trainer.train_labels
+        self._train.put(slot, trainer.train_inputs, trainer.train_targets, trainer.train_labels)
+        self._val.put(slot, trainer.val_inputs, trainer.val_targets, trainer.val_labels)
         config = trainer.config
         self._weight_decay[slot] = config.weight_decay
         self._beta1[slot], self._beta2[slot] = config.beta1, config.beta2
@@ -448,21 +429,6 @@ class Population:
                 self._ring[name][slot] = 0.0
             for name, ring in zip(self._names, grad_filter.history, strict=False):
                 self._ring[name][slot] = ring
-
-    def _grow_rows(self, n: int) -> None:
-        """Room for a training set of ``n`` rows (a larger data fraction than seen so far)."""
-        if n <= self._rows:
-            return
-        extra = n - self._rows
-        self._inputs = torch.cat(
-            [self._inputs, self._inputs.new_zeros((self.capacity, extra, *self._input_shape))], 1
-        )
-        self._targets = torch.cat(
-            [self._targets, self._targets.new_zeros((self.capacity, extra, *self._target_shape))], 1
-        )
-        self._labels = torch.cat([self._labels, self._labels.new_zeros((self.capacity, extra))], 1)
-        self._rows = n
-        self._all_rows = torch.arange(n, device=self._device)
 
     @torch.no_grad()
     def _write_back(self, slot: int, trainer: Trainer, optimizer: bool) -> None:

@@ -209,13 +209,23 @@ class Trainer:
             values.append(
                 correct_count(self.model(self.train_inputs), self.train_labels) / len(self.train_labels)
             )
-        values = torch.stack(values).tolist()
+        self._record_evaluation(*torch.stack(values).tolist(), on_eval=on_eval)
+
+    def _record_evaluation(
+        self,
+        val_loss: float,
+        val_acc: float,
+        weight_norm: float,
+        train_set_acc: float | None = None,
+        on_eval: EvalCallback | None = None,
+    ) -> None:
+        """Append an evaluation at the current step (``train_set_acc`` when mini-batched)."""
         self.curves.eval_steps.append(self.step)
-        self.curves.val_loss.append(values[0])
-        self.curves.val_acc.append(values[1])
-        self.curves.weight_norm.append(values[2])
-        if not self.full_batch:
-            self.curves.train_set_acc.append(values[3])
+        self.curves.val_loss.append(val_loss)
+        self.curves.val_acc.append(val_acc)
+        self.curves.weight_norm.append(weight_norm)
+        if train_set_acc is not None:
+            self.curves.train_set_acc.append(train_set_acc)
         if on_eval is not None:
             on_eval(self)
 
