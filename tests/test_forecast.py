@@ -34,11 +34,12 @@ def test_the_shipped_scale_is_calibrated_for_families_the_fit_did_not_see() -> N
     records = usable_records([r for name in names for r in load_corpus(name)])
     histories = [probe_history(r, 0.1) for r in records]
     labels = [r.grokked for r in records]
+    families, corpora = [r.family for r in records], [r.corpus for r in records]
     # Curves alone rank these families worse than chance out of family: the scale shrinks
     # to the floor, and the fit's own ranking is kept.
     for groups, slope_floor in ((CURVE_GROUPS, True), (tuple(FEATURE_GROUPS), False)):
         rescaled = fit_on_records(GrokForecaster(groups), records, fractions=(0.1,))
-        raw = GrokForecaster(groups).fit(histories, labels)
+        raw = GrokForecaster(groups).fit(histories, labels, families, corpora)
         logits = np.array([raw.predict_logit(h) for h in histories])
         new = np.array([rescaled.predict_logit(h) for h in histories])
         slope = np.polyfit(logits, new, 1)[0]
@@ -50,11 +51,32 @@ def test_the_shipped_scale_is_calibrated_for_families_the_fit_did_not_see() -> N
     for family in {r.family for r in records}:
         others = [r for r in records if r.family != family]
         without = GrokForecaster(groups).fit(
-            [probe_history(r, 0.1) for r in others], [r.grokked for r in others]
+            [probe_history(r, 0.1) for r in others],
+            [r.grokked for r in others],
+            [r.family for r in others],
+            [r.corpus for r in others],
         )
         held_out = [without.predict_logit(probe_history(r, 0.1)) for r in records if r.family == family]
         forecast += sum(1 / (1 + np.exp(-(slope * lo + intercept))) for lo in held_out)
     assert forecast == pytest.approx(sum(labels), abs=0.05)
+
+
+def test_a_feature_whose_direction_flips_between_families_gets_no_weight() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.tile([False, True], 60)
+    families = np.repeat(["a", "b", "c"], 40)
+    steady = labels + rng.normal(size=120)  # larger in grokking runs of every family
+    flips = np.where(families == "b", -1.0, 1.0) * labels + rng.normal(size=120)
+    histories = [
+        {"val_acc": np.array([0.0, 0.1, 0.2, s]), "val_loss": np.array([1.0, 1.0, 1.0, f])}
+        for s, f in zip(steady, flips, strict=True)
+    ]
+    groups = ("val_acc", "val_loss")
+    held_to_agreement = GrokForecaster(groups, ("val_acc_last", "val_loss_last"), 1.0)
+    weights = held_to_agreement.fit(histories, labels, families).to_dict()["weights"]
+    assert weights[0] > 0 and weights[1] == 0.0
+    free = GrokForecaster(groups, ("val_acc_last", "val_loss_last"), 1.0).fit(histories, labels)
+    assert free.to_dict()["weights"][1] != 0.0  # one family's view: nothing to disagree with
 
 
 def test_save_and_load_give_the_same_forecasts(quadratic: list, tmp_path: Path) -> None:

@@ -19,13 +19,18 @@ fractions of the full run.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from grokforecast.forecast.features import FEATURE_GROUPS
-from grokforecast.forecast.fitting import probe_history, usable_records
+from grokforecast.forecast.fitting import (
+    DEFAULT_PROBE_FRACTIONS,
+    fit_at_probes,
+    probe_history,
+    usable_records,
+)
 from grokforecast.forecast.forecaster import SIGNATURE_FEATURES, GrokForecaster
 from grokforecast.records import RunRecord
 from grokforecast.vocabulary import CURVE_GROUPS
@@ -111,26 +116,38 @@ def score_of(
 
 
 def out_of_fold(
-    matrix: np.ndarray, labels: np.ndarray, folds: Sequence[np.ndarray], variant: dict
-) -> np.ndarray:
-    """Predictions for each held-out fold from a forecaster fitted on the rest.
+    matrices: Mapping[float, np.ndarray],
+    labels: np.ndarray,
+    folds: Sequence[np.ndarray],
+    variant: dict,
+    families: np.ndarray,
+    corpora: np.ndarray,
+    fitted_at: Sequence[float] = DEFAULT_PROBE_FRACTIONS,
+) -> dict[float, np.ndarray]:
+    """Predictions at each probe fraction of ``matrices`` for each held-out fold, from a
+    forecaster fitted on the rest as the shipped one is (:func:`fit_at_probes`: on their
+    histories at the fractions ``fitted_at`` together, each weight held to the direction
+    the fold's families agree on).
 
     A feature some runs do not have (NaN: the embedding spectrum of a model without an
     embedding) is filled with the training rows' mean, where it moves no forecast.
     """
     forecaster = GrokForecaster(**variant)
-    p = np.full(len(labels), np.nan)
+    p = {fraction: np.full(len(labels), np.nan) for fraction in matrices}
     for held_out in folds:
         train = np.setdiff1d(np.arange(len(labels)), held_out)
-        filled = np.where(np.isnan(matrix), np.nanmean(matrix[train], axis=0), matrix)
-        forecaster.fit_features(filled[train], labels[train])
-        p[held_out] = forecaster.predict_proba_features(filled[held_out])
+        fill = np.nanmean(np.vstack([matrices[f][train] for f in fitted_at]), axis=0)
+        filled = {f: np.where(np.isnan(m), fill, m) for f, m in matrices.items()}
+        fitted_on = {f: filled[f][train] for f in fitted_at}
+        fit_at_probes(forecaster, fitted_on, labels[train], families[train], corpora[train])
+        for fraction, matrix in filled.items():
+            p[fraction][held_out] = forecaster.predict_proba_features(matrix[held_out])
     return p
 
 
 def evaluate(
     records: Sequence[RunRecord],
-    fractions: Sequence[float] = (0.025, 0.05, 0.1),
+    fractions: Sequence[float] = DEFAULT_PROBE_FRACTIONS,
     n_folds: int = 5,
     max_fpr: float = 0.1,
     seed: int = 0,
@@ -160,14 +177,21 @@ def evaluate(
         ],
         "family": [[np.flatnonzero(families == f) for f in sorted(set(families))]],
     }
+    full = GrokForecaster(tuple(FEATURE_GROUPS))
+    matrices = {
+        fraction: full.feature_matrix([probe_history(r, fraction) for r in records])
+        for fraction in sorted({*DEFAULT_PROBE_FRACTIONS, *fractions})
+    }
     scores = []
-    for fraction in fractions:
-        full = GrokForecaster(tuple(FEATURE_GROUPS))
-        matrix = full.feature_matrix([probe_history(r, fraction) for r in records])
-        for name, variant in VARIANTS.items():
-            columns = [full.features.index(f) for f in GrokForecaster(**variant).features]
-            for protocol, fold_sets in splits.items():
-                predictions = [out_of_fold(matrix[:, columns], labels, folds, variant) for folds in fold_sets]
+    for name, variant in VARIANTS.items():
+        columns = [full.features.index(f) for f in GrokForecaster(**variant).features]
+        variant_matrices = {fraction: matrix[:, columns] for fraction, matrix in matrices.items()}
+        for protocol, fold_sets in splits.items():
+            predictions = [
+                out_of_fold(variant_matrices, labels, folds, variant, families, workloads)
+                for folds in fold_sets
+            ]
+            for fraction in fractions:
                 for workload in sorted(set(workloads)):
                     mask = workloads == workload
                     if len(set(labels[mask])) == 2:
@@ -175,7 +199,13 @@ def evaluate(
                             average(
                                 [
                                     score_of(
-                                        name, protocol, workload, fraction, labels[mask], p[mask], max_fpr
+                                        name,
+                                        protocol,
+                                        workload,
+                                        fraction,
+                                        labels[mask],
+                                        p[fraction][mask],
+                                        max_fpr,
                                     )
                                     for p in predictions
                                 ]

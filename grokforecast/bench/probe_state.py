@@ -215,7 +215,9 @@ def evaluate(
             for addition, quantities in ADDITIONS.items():
                 added = [ALL_QUANTITIES.index(q) for q in quantities]
                 matrix = np.hstack([curves[:, columns], measured[:, added]])
-                p = out_of_fold(matrix, labels, folds, {"groups": groups})
+                p = out_of_fold(
+                    {fraction: matrix}, labels, folds, {"groups": groups}, families, corpora, (fraction,)
+                )[fraction]
                 for corpus in sorted(set(corpora)):
                     mask = corpora == corpus
                     if len(set(labels[mask])) == 2:

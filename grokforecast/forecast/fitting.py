@@ -15,13 +15,14 @@ probability near the base rate; this step undoes that.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster
+from grokforecast.forecast.transfer import agreed_directions
 from grokforecast.history import History
 from grokforecast.records import RunRecord
 
@@ -53,37 +54,70 @@ def fit_on_records(
     records: Sequence[RunRecord],
     fractions: Sequence[float] = DEFAULT_PROBE_FRACTIONS,
 ) -> GrokForecaster:
-    """Fit on every usable record at each probe fraction; with records of two families or
-    more, rescale for new families (:func:`rescale_for_new_families`)."""
+    """Fit on every usable record at each probe fraction (:func:`fit_at_probes`); with
+    records of two families or more, rescale for new families
+    (:func:`rescale_for_new_families`)."""
     usable = usable_records(records)
-    matrix = forecaster.feature_matrix([probe_history(r, f) for f in fractions for r in usable])
-    labels = np.array([r.grokked for _ in fractions for r in usable], dtype=int)
-    families = np.array([r.family for _ in fractions for r in usable])
-    forecaster.fit_features(matrix, labels)
+    matrices = {f: forecaster.feature_matrix([probe_history(r, f) for r in usable]) for f in fractions}
+    labels = np.array([r.grokked for r in usable], dtype=int)
+    families = np.array([r.family for r in usable])
+    corpora = np.array([r.corpus for r in usable])
+    fit_at_probes(forecaster, matrices, labels, families, corpora)
     if len(set(families)) > 1:
-        rescale_for_new_families(forecaster, matrix, labels, families)
+        rescale_for_new_families(forecaster, matrices, labels, families, corpora)
     return forecaster
 
 
+def fit_at_probes(
+    forecaster: GrokForecaster,
+    matrices: Mapping[float, np.ndarray],
+    labels: np.ndarray,
+    families: np.ndarray,
+    corpora: np.ndarray,
+) -> GrokForecaster:
+    """Fit on the same runs' features at several probe fractions together (``matrices``,
+    one row per run each). With two families or more, each weight keeps the direction
+    they agree on at the longest probe, where the curves have the most to say
+    (:func:`~grokforecast.forecast.transfer.agreed_directions`), or no weight."""
+    fractions = list(matrices)
+    signs = agreed_directions(matrices[max(fractions)], labels, families, corpora)
+    return forecaster.fit_features(
+        np.vstack([matrices[f] for f in fractions]), np.tile(labels, len(fractions)), signs
+    )
+
+
 def rescale_for_new_families(
-    forecaster: GrokForecaster, matrix: np.ndarray, labels: np.ndarray, families: np.ndarray
+    forecaster: GrokForecaster,
+    matrices: Mapping[float, np.ndarray],
+    labels: np.ndarray,
+    families: np.ndarray,
+    corpora: np.ndarray,
 ) -> None:
     """Platt-rescale the fitted ``forecaster`` on its out-of-family logits: each family's
     rows scored by the same model fitted on the other families."""
     from sklearn.linear_model import LogisticRegression
 
-    held_out = np.empty(len(labels))
+    held_out = {f: np.empty(len(labels)) for f in matrices}
     for family in set(families.tolist()):
         inside = families == family
         if len(set(labels[~inside].tolist())) < 2:
             return  # one family has every run of an outcome: nothing to learn the scale from
         without = GrokForecaster(forecaster.groups, forecaster.features, forecaster.regularization)
-        without.fit_features(matrix[~inside], labels[~inside])
-        held_out[inside] = without.predict_logit_features(matrix[inside])
-    platt = LogisticRegression(C=1e6, max_iter=1000).fit(held_out.reshape(-1, 1), labels)
+        fit_at_probes(
+            without,
+            {f: m[~inside] for f, m in matrices.items()},
+            labels[~inside],
+            families[~inside],
+            corpora[~inside],
+        )
+        for f, m in matrices.items():
+            held_out[f][inside] = without.predict_logit_features(m[inside])
+    logits = np.concatenate(list(held_out.values()))
+    outcomes = np.tile(labels, len(matrices))
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(logits.reshape(-1, 1), outcomes)
     slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     if slope < MIN_SLOPE:
-        slope, intercept = MIN_SLOPE, _intercept_given_slope(MIN_SLOPE * held_out, labels)
+        slope, intercept = MIN_SLOPE, _intercept_given_slope(MIN_SLOPE * logits, outcomes)
     forecaster.rescale(slope, intercept)
 
 

@@ -1,9 +1,12 @@
 """``GrokForecaster``: from an early history, the probability that a run will grok.
 
 A standardized, L2-regularized logistic regression over the features of
-:mod:`grokforecast.forecast.features`. scikit-learn fits it; the fitted numbers (feature
-names, means, scales, weights) are kept as plain JSON, so a calibration is safe to load,
-readable in a diff and the same on every machine.
+:mod:`grokforecast.forecast.features`. Fitted on runs of several model families, each
+weight is held to the direction its feature has in every one of them, or to zero where
+the families disagree (:mod:`grokforecast.forecast.transfer`): what the forecaster learns
+is meant for a family it never saw. The fitted numbers (feature names, means, scales,
+weights) are kept as plain JSON, so a calibration is safe to load, readable in a diff and
+the same on every machine.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from grokforecast.forecast.features import (
     extract_features,
     feature_names,
 )
+from grokforecast.forecast.transfer import agreed_directions, signed_logistic
 from grokforecast.vocabulary import SERIES
 
 FORMAT = "grokforecast-forecaster"
@@ -146,14 +150,34 @@ class GrokForecaster:
         rows = [extract_features(h, self.groups) for h in histories]
         return np.array([[row[name] for name in self.features] for row in rows]).reshape(len(rows), -1)
 
-    def fit(self, histories: Sequence[HistoryLike], grokked: Sequence[bool]) -> GrokForecaster:
-        """Calibrate on labelled histories (both labels must occur)."""
-        return self.fit_features(self.feature_matrix(histories), grokked)
+    def fit(
+        self,
+        histories: Sequence[HistoryLike],
+        grokked: Sequence[bool],
+        families: Sequence[str] | None = None,
+        corpora: Sequence[str] | None = None,
+    ) -> GrokForecaster:
+        """Calibrate on labelled histories (both labels must occur).
 
-    def fit_features(self, matrix: np.ndarray, grokked: Sequence[bool]) -> GrokForecaster:
-        """Calibrate on a precomputed :meth:`feature_matrix` (for repeated evaluation)."""
-        from sklearn.linear_model import LogisticRegression
+        With ``families`` (each history's model family), two or more of them with both
+        outcomes, each feature's weight keeps the sign the families agree on, or is zero
+        where they disagree (:func:`~grokforecast.forecast.transfer.agreed_directions`;
+        ``corpora`` names the histories that are comparable within a family, default:
+        the families). Otherwise every weight is free.
+        """
+        matrix = self.feature_matrix(histories)
+        signs = None
+        if families is not None:
+            family_of = np.asarray(families)
+            cohort_of = np.asarray(corpora) if corpora is not None else family_of
+            signs = agreed_directions(matrix, np.asarray(grokked, dtype=int), family_of, cohort_of)
+        return self.fit_features(matrix, grokked, signs)
 
+    def fit_features(
+        self, matrix: np.ndarray, grokked: Sequence[bool], signs: np.ndarray | None = None
+    ) -> GrokForecaster:
+        """Calibrate on a precomputed :meth:`feature_matrix`, each weight held to the sign
+        of its feature in ``signs`` (+1, -1, or 0 for no weight; None: free)."""
         labels = np.asarray(grokked, dtype=int)
         if len(labels) != len(matrix):
             raise ValueError(f"{len(matrix)} histories but {len(labels)} labels")
@@ -161,9 +185,9 @@ class GrokForecaster:
             raise ValueError("fitting needs grokking and non-grokking runs; the labels are all one class")
         self._mean = matrix.mean(axis=0)
         self._scale = np.where(matrix.std(axis=0) > 0, matrix.std(axis=0), 1.0)
-        model = LogisticRegression(C=self.regularization, max_iter=5000)
-        model.fit(self._standardize(matrix), labels)
-        self._weights, self._intercept = model.coef_[0].copy(), float(model.intercept_[0])
+        self._weights, self._intercept = signed_logistic(
+            self._standardize(matrix), labels, self.regularization, signs
+        )
         return self
 
     def _require_fitted(self) -> None:
