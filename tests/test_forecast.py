@@ -97,6 +97,25 @@ def test_every_shipped_calibration_loads_and_forecasts(inputs: str, quadratic: l
     assert forecaster.groups == PRETRAINED_INPUTS[inputs]
 
 
+def test_a_calibration_of_any_set_of_curves_is_named_and_fitted_on_demand(quadratic: list) -> None:
+    from grokforecast.forecast.forecaster import groups_of, inputs_key
+
+    assert inputs_key(("val_acc", "hyperparameters", "train_loss")) == "train_loss+val_acc+hyperparameters"
+    assert inputs_key((*CURVE_GROUPS, "hyperparameters")) == "full+hyperparameters"
+    for name in (*PRETRAINED_INPUTS, "train_acc+weight_norm"):
+        assert inputs_key(groups_of(name)) == name
+    for bad in ("val_acc+train_loss", "hyperparameters", "train_loss+spectrum", "full+val_acc"):
+        with pytest.raises(ValueError, match="must be 'full' or some of"):
+            GrokForecaster.pretrained(bad)
+    one, other = (GrokForecaster.pretrained("train_loss+val_acc") for _ in range(2))
+    assert one.groups == ("train_loss", "val_acc") and one is not other
+    one.rescale(2.0, 0.0)  # a caller's copy: the next one asked for is unchanged
+    history = probe_history(quadratic[0], 0.1)
+    assert GrokForecaster.pretrained("train_loss+val_acc").predict_logit(history) == other.predict_logit(
+        history
+    )
+
+
 def test_the_shipped_forecaster_is_better_than_chance_on_its_corpus() -> None:
     records = load_corpus()
     forecaster = GrokForecaster.pretrained("full")

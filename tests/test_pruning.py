@@ -246,3 +246,41 @@ def test_one_reported_series_is_forecast_with_the_hyperparameters_however_spelle
     decision = study.trials[0].user_attrs[DECISION_ATTR]
     assert decision["forecaster"] == expected and decision["step"] == 60
     assert ("log_decay_rate" in decision["features"]) == expected.endswith("+hyperparameters")
+
+
+def test_a_monitor_with_some_of_the_curves_gets_a_calibration_for_exactly_those() -> None:
+    """A project that logs the training loss and the validation curves, but no training
+    accuracy or weight norm, is forecast from all three with its hyperparameters (a
+    calibration no file ships, fitted from the shipped corpus), not from one of them."""
+    inputs = "train_loss+val_loss+val_acc+hyperparameters"
+    records = RECORDS[:12]
+    study = optuna.create_study(direction="maximize", pruner=HjorthPruner(probe_step=60, exploration=0.0))
+
+    def objective(trial: optuna.Trial) -> float:
+        record = records[trial.number]
+        for name in ("lr", "weight_decay", "data_fraction"):
+            trial.suggest_float(name, record.config[name], record.config[name])
+        curves, monitor = record.curves, Monitor(trial, report_every=5)
+        evaluations = dict(zip(curves.eval_steps, curves.val_loss, strict=True))
+        accuracies = dict(zip(curves.eval_steps, curves.val_acc, strict=True))
+        for step in range(61):
+            monitor.log(step, train_loss=curves.train_loss[step])
+            if step in evaluations:
+                monitor.log(step, val_loss=evaluations[step], val_acc=accuracies[step])
+            if monitor.should_prune():
+                raise optuna.TrialPruned()
+        return 0.0
+
+    study.optimize(objective, n_trials=len(records))
+    forecaster = GrokForecaster.pretrained(inputs)
+    for trial, record in zip(study.trials, records, strict=True):
+        decision = trial.user_attrs[DECISION_ATTR]
+        history = probe_history(record, PROBE_FRACTION)
+        alone = {name: history[name] for name in ("train_loss", "val_loss", "val_acc")}
+        alone.update({f"{n}_steps": history[f"{n}_steps"] for n in ("train_loss", "val_loss", "val_acc")})
+        alone["hyperparameters"] = history["hyperparameters"]
+        assert decision["forecaster"] == inputs
+        assert decision["probability"] == pytest.approx(forecaster.predict_proba(alone), abs=1e-9)
+    forecasts = [t.user_attrs[DECISION_ATTR]["probability"] for t in study.trials]
+    grokked = [p for p, record in zip(forecasts, records, strict=True) if record.grokked]
+    assert grokked and min(grokked) > min(forecasts)  # a forecast that ranks, not the base rate

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from grokforecast.corpus import load_corpus
-from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster
+from grokforecast.forecast.forecaster import PRETRAINED_INPUTS, GrokForecaster, groups_of
 from grokforecast.forecast.transfer import agreed_directions
 from grokforecast.history import History
 from grokforecast.records import RunRecord
@@ -135,9 +135,10 @@ def _intercept_given_slope(offsets: np.ndarray, labels: np.ndarray) -> float:
 
 @functools.cache
 def fitted_without(inputs: str, families: tuple[str, ...]) -> GrokForecaster:
-    """The shipped calibration for ``inputs`` fitted again on the shipped corpora of every
-    model family but ``families``: the forecaster a user of one of those families would
-    have if the project had never recorded it (a second or so per calibration, once per
+    """The calibration for ``inputs`` (:func:`~grokforecast.forecast.forecaster.inputs_key`)
+    fitted on the shipped corpora of every model family but ``families``: with families
+    named, the forecaster a user of one of them would have if the project had never
+    recorded it; with none, a calibration no file ships (a second or so, once per
     process).
 
     Example:
@@ -147,7 +148,7 @@ def fitted_without(inputs: str, families: tuple[str, ...]) -> GrokForecaster:
         True
     """
     records = [r for r in load_corpus() if r.family not in families]
-    return fit_on_records(GrokForecaster(PRETRAINED_INPUTS[inputs]), records)
+    return fit_on_records(GrokForecaster(groups_of(inputs)), records)
 
 
 def fit_pretrained(

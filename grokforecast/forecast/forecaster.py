@@ -40,8 +40,9 @@ CLIP = 4.0
 #: The paper's signal alone: Hjorth parameters and band energy of the detrended log loss.
 SIGNATURE_FEATURES = ("log_activity", "mobility", "complexity", "log_band_energy")
 
-#: The shipped calibrations, by what a caller can supply: every curve or one series, each
-#: with or without the run's hyperparameters.
+#: The calibrations shipped as files, by what a caller can supply: every curve or one
+#: series, each with or without the run's hyperparameters. Any other set of curves is
+#: fitted from the shipped corpus when first asked for (:meth:`GrokForecaster.pretrained`).
 PRETRAINED_INPUTS: dict[str, tuple[str, ...]] = {
     "full": CURVE_GROUPS,
     **{name: (name,) for name in SERIES},
@@ -51,20 +52,38 @@ PRETRAINED_INPUTS.update(
 )
 
 
-def pretrained_inputs_for(history: HistoryLike, fallback: str) -> str:
-    """The richest shipped calibration ``history`` can feed.
+def inputs_key(groups: Sequence[str]) -> str:
+    """The name of the calibration reading ``groups``: ``"full"`` for every curve, else
+    the curves joined by ``+`` in the trainer's order, then ``+hyperparameters`` if
+    given (``("val_acc", "train_loss")`` is ``"train_loss+val_acc"``)."""
+    curves = [group for group in CURVE_GROUPS if group in groups]
+    name = "full" if len(curves) == len(CURVE_GROUPS) else "+".join(curves)
+    return f"{name}+hyperparameters" if "hyperparameters" in groups else name
 
-    Every curve the trainer records selects ``"full"``; a history of one of the
-    :data:`~grokforecast.vocabulary.SERIES`, that series' calibration; anything else,
-    the calibration of ``fallback``; either with ``"+hyperparameters"`` when the history
-    has the run's hyperparameters.
+
+def groups_of(inputs: str) -> tuple[str, ...]:
+    """The feature groups a calibration name reads (the inverse of :func:`inputs_key`)."""
+    parts = inputs.split("+")
+    groups = [*(CURVE_GROUPS if parts[0] == "full" else [parts[0]]), *parts[1:]]
+    known = (*CURVE_GROUPS, "hyperparameters")
+    curves = [group for group in groups if group in CURVE_GROUPS]
+    if not curves or any(g not in known for g in groups) or inputs_key(groups) != inputs:
+        raise ValueError(
+            f"inputs={inputs!r} must be 'full' or some of {list(CURVE_GROUPS)} joined by '+' in "
+            "that order, optionally ending in '+hyperparameters' (e.g. 'train_loss+val_acc+hyperparameters')"
+        )
+    return tuple(groups)
+
+
+def pretrained_inputs_for(history: HistoryLike, fallback: str) -> str:
+    """The calibration that reads everything ``history`` holds.
+
+    Its curves (all of them: ``"full"``), with ``"+hyperparameters"`` when the history has
+    the run's hyperparameters; a history of none of the trainer's curves gets the
+    calibration of ``fallback``, a series it is then read as.
     """
-    reported = [group for group in CURVE_GROUPS if group in history]
-    if len(reported) == len(CURVE_GROUPS):
-        curves = "full"
-    else:
-        curves = reported[0] if len(reported) == 1 and reported[0] in SERIES else fallback
-    return f"{curves}+hyperparameters" if "hyperparameters" in history else curves
+    curves = [group for group in CURVE_GROUPS if group in history] or [fallback]
+    return inputs_key((*curves, *(["hyperparameters"] if "hyperparameters" in history else [])))
 
 
 @dataclass(frozen=True)
@@ -291,14 +310,19 @@ class GrokForecaster:
 
     @classmethod
     def pretrained(cls, inputs: str = "full") -> GrokForecaster:
-        """The calibration shipped in the package, fitted on the shipped corpus.
+        """The calibration for ``inputs``, fitted on the shipped corpus.
 
-        ``inputs`` names what the caller can supply: ``"full"`` (every series the
-        trainer records) or ``"train_loss"``, ``"val_loss"`` or ``"val_acc"`` alone,
-        each also with ``"+hyperparameters"`` (and the run's lr, weight decay and data
-        fraction), e.g. ``"val_loss+hyperparameters"``.
+        ``inputs`` names what the caller can supply (:func:`inputs_key`): ``"full"``
+        (every series the trainer records), or the series it has joined by ``+``
+        (``"train_loss"``, ``"val_loss+val_acc"``, ...), each also with
+        ``"+hyperparameters"`` (the run's lr, weight decay and data fraction). The
+        calibrations of :data:`PRETRAINED_INPUTS` ship as files; any other is fitted
+        from the shipped corpus when first asked for (a second or two, once per process).
         """
+        groups_of(inputs)  # a one-line error for a name that reads nothing known
         if inputs not in PRETRAINED_INPUTS:
-            raise ValueError(f"inputs={inputs!r} must be one of {sorted(PRETRAINED_INPUTS)}")
+            from grokforecast.forecast.fitting import fitted_without
+
+            return cls.from_dict(fitted_without(inputs, ()).to_dict())
         text = resources.files("grokforecast.forecast").joinpath(f"pretrained/{inputs}.json").read_text()
         return cls.from_dict(json.loads(text))
