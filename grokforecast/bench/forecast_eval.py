@@ -43,6 +43,12 @@ VARIANTS: dict[str, dict] = {
     "val_acc": {"groups": ("val_acc",)},
     "full": {"groups": CURVE_GROUPS},
     "full+hyperparameters": {"groups": tuple(FEATURE_GROUPS)},
+    # What a training loop commonly logs (no training accuracy, no weight norm).
+    "train_loss+val_loss+val_acc": {"groups": ("train_loss", "val_loss", "val_acc")},
+    "train_loss+val_loss+val_acc+hyperparameters": {
+        "groups": ("train_loss", "val_loss", "val_acc", "hyperparameters")
+    },
+    "val_loss+hyperparameters": {"groups": ("val_loss", "hyperparameters")},
 }
 
 
