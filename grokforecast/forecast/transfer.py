@@ -4,10 +4,10 @@ A feature earns a weight only if it points the same way in every family the fore
 is fitted on. Its direction in a family is the mean, over that family's cohorts (its
 corpora, each at the probe length the rule is read at), of its ROC AUC minus one half:
 above zero when grokking runs have the larger values. A feature whose direction flips
-between known families (the training loss's level and Hjorth activity: low before
-grokking in sparse parity and the digits MLP, high in the quadratic and embedding MLPs)
-says nothing dependable about a new family, so its weight is held at zero; every other
-weight is held to its agreed sign.
+between known families (the training loss's level: lower in the runs that grok in sparse
+parity and the digits MLP, higher in the quadratic and embedding MLPs; its Hjorth activity
+the other way round) says nothing dependable about a new family, so its weight is held at
+zero; every other weight is held to its agreed sign.
 
 Fitted without that rule, the pooled logistic regression traded such features against
 each other to fit the families it saw, and ranked a new family's runs worse: held out by
@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import minimize
+from scipy.stats import rankdata
 
 
 def agreed_directions(
@@ -60,8 +61,6 @@ def agreed_directions(
 
 def _centred_auc(matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each column's ROC AUC for ``labels``, minus 0.5 (ties count a half)."""
-    from scipy.stats import rankdata
-
     ranks = rankdata(matrix, axis=0)
     positives = labels == 1
     n_pos, n_neg = positives.sum(), (~positives).sum()
