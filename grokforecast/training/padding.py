@@ -90,15 +90,9 @@ class SlotRows:
     def put(self, slot: int, inputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> None:
         """Store ``slot``'s rows (growing the padding for a larger set than any so far)."""
         n = len(labels)
-        extra = n - self._inputs.shape[1]
-        if extra > 0:
-            self._inputs = torch.cat(
-                [self._inputs, self._inputs.new_zeros((self.capacity, extra, *self._inputs.shape[2:]))], 1
-            )
-            self._targets = torch.cat(
-                [self._targets, self._targets.new_zeros((self.capacity, extra, *self._targets.shape[2:]))], 1
-            )
-            self._labels = torch.cat([self._labels, self._labels.new_zeros((self.capacity, extra))], 1)
+        self._inputs, self._targets, self._labels = (
+            _padded_to(stack, n) for stack in (self._inputs, self._targets, self._labels)
+        )
         self._inputs[slot, :n], self._targets[slot, :n], self._labels[slot, :n] = inputs, targets, labels
         self._lengths[slot] = n
 
@@ -132,3 +126,11 @@ class SlotRows:
                 )
             )
         return groups
+
+
+def _padded_to(stack: torch.Tensor, rows: int) -> torch.Tensor:
+    """``stack`` (``[slots, rows, ...]``) with zero rows appended up to ``rows``."""
+    extra = rows - stack.shape[1]
+    if extra <= 0:
+        return stack
+    return torch.cat([stack, stack.new_zeros((stack.shape[0], extra, *stack.shape[2:]))], 1)

@@ -71,8 +71,9 @@ class Population:
         self._names: list[str] = []
         self._stack: dict[str, torch.Tensor] = {}
         #: Batches gathered from rows that do not change (full batches, evaluation sets),
-        #: by the slots they are for, until a slot's trial changes.
-        self._cached: dict[tuple[str, tuple[int, ...]], list[StackedBatch]] = {}
+        #: by the data set (its ``SlotRows``) and the slots they are for, until a slot's
+        #: trial changes.
+        self._cached: dict[tuple[int, tuple[int, ...]], list[StackedBatch]] = {}
 
     # -- members ----------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class Population:
         return self._train.batches(active, [self._rows_of(slot) for slot in active])
 
     def _every_row(self, rows: SlotRows, slots: Sequence[int]) -> list[StackedBatch]:
-        key = ("validation" if rows is self._val else "training", tuple(slots))
+        key = (id(rows), tuple(slots))
         if key not in self._cached:
             self._cached[key] = rows.batches(slots, [rows.every_row(slot) for slot in slots])
         return self._cached[key]
