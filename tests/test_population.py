@@ -97,6 +97,24 @@ def test_slots_keep_their_own_data_fraction_batches_and_grokfast_filter() -> Non
         assert_same_curves(_alone(config), trainer)
 
 
+def test_a_stacked_batch_of_every_slot_out_of_slot_order_trains_each_on_its_own_data() -> None:
+    """Batches are grouped by length: with data fractions falling from slot to slot, the one
+    group holding every slot lists them longest last. Each slot must still be trained with
+    its own parameters on its own rows (a group once took the whole stack in slot order)."""
+    configs = _configs(
+        "modular_mlp", {"data_fraction": 0.50}, {"data_fraction": 0.49}, {"data_fraction": 0.48}
+    )
+    together = [Trainer(config) for config in configs]
+    population = Population(capacity=3)
+    for trainer in together:
+        population.admit(trainer)
+    (group,) = population._batches([0, 1, 2])  # one group, in the stack's order
+    assert group.slots == (0, 1, 2)
+    population.run(60)
+    for config, trainer in zip(configs, together, strict=True):
+        assert_same_curves(_alone(config), trainer)
+
+
 def test_slots_given_different_step_counts_wait_unchanged_while_the_others_train() -> None:
     configs = _configs("modular_mlp", {"grokfast": "ema"}, {"data_fraction": 0.7}, {"data_fraction": 0.2})
     population = Population(capacity=3)

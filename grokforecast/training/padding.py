@@ -105,7 +105,8 @@ class SlotRows:
         similar length (:func:`padding_groups`)."""
         lengths = [len(slot_rows) for slot_rows in rows]
         groups = []
-        for members in padding_groups(lengths, GROUP_COST * sum(lengths)):
+        for by_length in padding_groups(lengths, GROUP_COST * sum(lengths)):
+            members = sorted(by_length, key=lambda i: slots[i])  # a full group is the stack's order
             width = max(lengths[i] for i in members)
             index = torch.zeros(len(members), width, dtype=torch.long, device=self.device)
             weights = torch.zeros(len(members), width, device=self.device)

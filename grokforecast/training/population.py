@@ -202,8 +202,9 @@ class Population:
         return losses, correct
 
     def _params_of(self, group: StackedBatch) -> Mapping[str, torch.Tensor]:
-        """The stacked parameters of ``group``'s slots."""
-        if len(group.slots) == self.capacity:
+        """The stacked parameters of ``group``'s slots, in the group's order (the whole
+        stack only when that is every slot in the stack's own order)."""
+        if group.slots == tuple(range(self.capacity)):
             return self._stack
         return {name: t.index_select(0, group.lanes) for name, t in self._stack.items()}
 
