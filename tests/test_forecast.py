@@ -3,14 +3,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 import grokforecast as gf
 from grokforecast.corpus import load_corpus
 from grokforecast.errors import GrokforecastError
 from grokforecast.forecast import PRETRAINED_INPUTS, GrokForecaster, fit_grok_time
 from grokforecast.forecast.features import FEATURE_GROUPS, extract_features
-from grokforecast.forecast.fitting import MIN_SLOPE, fit_on_records, probe_history, usable_records
+from grokforecast.forecast.fitting import (
+    MIN_SLOPE,
+    WEIGHTINGS,
+    choose_weighting,
+    fit_at_probes,
+    fit_on_records,
+    probe_history,
+    rescale_for_new_families,
+    usable_records,
+)
 from grokforecast.forecast.forecaster import CLIP
+from grokforecast.forecast.transfer import consistent_weights, family_directions
 from grokforecast.vocabulary import CURVE_GROUPS
 
 
@@ -35,29 +46,33 @@ def test_the_shipped_scale_is_calibrated_for_families_the_fit_did_not_see() -> N
     histories = [probe_history(r, 0.1) for r in records]
     labels = [r.grokked for r in records]
     families, corpora = [r.family for r in records], [r.corpus for r in records]
-    # Curves alone rank these families worse than chance out of family: the scale shrinks
-    # to the floor, and the fit's own ranking is kept.
-    for groups, slope_floor in ((CURVE_GROUPS, True), (tuple(FEATURE_GROUPS), False)):
+    # The rescaling moves the scale, never the ranking.
+    for groups in (CURVE_GROUPS, tuple(FEATURE_GROUPS)):
         rescaled = fit_on_records(GrokForecaster(groups), records, fractions=(0.1,))
         raw = GrokForecaster(groups).fit(histories, labels, families, corpora)
         logits = np.array([raw.predict_logit(h) for h in histories])
         new = np.array([rescaled.predict_logit(h) for h in histories])
         slope = np.polyfit(logits, new, 1)[0]
-        assert (slope == pytest.approx(MIN_SLOPE)) == slope_floor and slope > 0  # the same ranking
+        assert slope >= MIN_SLOPE and np.corrcoef(logits, new)[0, 1] == pytest.approx(1.0)
     # With every series and the hyperparameters, each family scored by the fit without it
-    # is calibrated on average: as many groks forecast as occur.
+    # (weighted as the whole fit chose) is calibrated on average: as many groks forecast
+    # as occur.
     intercept = float(np.mean(new - slope * logits))
+    matrix = rescaled.feature_matrix(histories)
+    outcomes, family_of, corpus_of = np.array(labels, dtype=int), np.array(families), np.array(corpora)
     forecast = 0.0
-    for family in {r.family for r in records}:
-        others = [r for r in records if r.family != family]
-        without = GrokForecaster(groups).fit(
-            [probe_history(r, 0.1) for r in others],
-            [r.grokked for r in others],
-            [r.family for r in others],
-            [r.corpus for r in others],
+    for family in set(families):
+        rest = family_of != family
+        without = fit_at_probes(
+            GrokForecaster(groups),
+            {0.1: matrix[rest]},
+            outcomes[rest],
+            family_of[rest],
+            corpus_of[rest],
+            rescaled.weighting,
         )
-        held_out = [without.predict_logit(probe_history(r, 0.1)) for r in records if r.family == family]
-        forecast += sum(1 / (1 + np.exp(-(slope * lo + intercept))) for lo in held_out)
+        held_out = without.predict_logit_features(matrix[~rest])
+        forecast += (1 / (1 + np.exp(-(slope * held_out + intercept)))).sum()
     assert forecast == pytest.approx(sum(labels), abs=0.05)
 
 
@@ -77,6 +92,65 @@ def test_a_feature_whose_direction_flips_between_families_gets_no_weight() -> No
     assert weights[0] > 0 and weights[1] == 0.0
     free = GrokForecaster(groups, ("val_acc_last", "val_loss_last"), 1.0).fit(histories, labels)
     assert free.to_dict()["weights"][1] != 0.0  # one family's view: nothing to disagree with
+
+
+def test_a_scale_ranking_new_families_below_chance_shrinks_to_the_floor() -> None:
+    # The feature grows with grokking in families a and b and shrinks in c: a fit without
+    # c ranks c upside down, a fit without a or b gives it no weight.
+    rng = np.random.default_rng(1)
+    labels = np.tile([0, 1], 60)
+    families = np.repeat(["a", "b", "c"], 40)
+    matrix = (np.where(families == "c", -2.0, 2.0) * labels + rng.normal(size=120))[:, None]
+    forecaster = GrokForecaster(("val_acc",), ("val_acc_last",))
+    forecaster.fit_features(matrix, labels, weights=np.array([1.0]))
+    before = forecaster.predict_logit_features(matrix)
+    rescale_for_new_families(forecaster, {0.1: matrix}, labels, families, families)
+    after = forecaster.predict_logit_features(matrix)
+    assert np.polyfit(before, after, 1)[0] == pytest.approx(MIN_SLOPE)
+
+
+def test_consistent_weights_are_fitted_only_in_their_intercept() -> None:
+    rng = np.random.default_rng(2)
+    labels = np.tile([0, 1], 90)
+    families = np.repeat(["a", "b", "c"], 60)
+    strength = np.select([families == "a", families == "b"], [1.0, 2.0], 3.0)
+    matrix = np.column_stack([strength * labels + rng.normal(size=180), rng.normal(size=180)])
+    directions = family_directions(matrix, labels, families, families)
+    forecaster = GrokForecaster(("val_acc",), ("val_acc_last", "val_acc_best"))
+    fit_at_probes(forecaster, {0.1: matrix}, labels, families, families, weighting="consistent")
+    weights = np.array(forecaster.to_dict()["weights"])
+    assert forecaster.weighting == "consistent"
+    np.testing.assert_allclose(weights, consistent_weights(directions))
+    assert weights[0] == pytest.approx(np.abs(directions[:, 0]).min())  # family a's strength
+    # The intercept is the maximum-likelihood one: as many groks forecast as occur.
+    assert forecaster.predict_proba_features(matrix).sum() == pytest.approx(labels.sum(), rel=1e-6)
+
+
+def test_the_weighting_chosen_is_the_one_that_ranks_a_held_out_family_best() -> None:
+    records = usable_records(load_corpus())
+    labels = np.array([r.grokked for r in records], dtype=int)
+    families, corpora = np.array([r.family for r in records]), np.array([r.corpus for r in records])
+    matrices = {0.1: GrokForecaster(CURVE_GROUPS).feature_matrix([probe_history(r, 0.1) for r in records])}
+    mean_auc = {}
+    for weighting in WEIGHTINGS:
+        aucs = []
+        for family in set(families.tolist()):
+            rest = families != family
+            forecaster = GrokForecaster(CURVE_GROUPS)
+            fit_at_probes(
+                forecaster, {0.1: matrices[0.1][rest]}, labels[rest], families[rest], corpora[rest], weighting
+            )
+            logits = forecaster.predict_logit_features(matrices[0.1][~rest])
+            for corpus in set(corpora[~rest].tolist()):
+                rows = corpora[~rest] == corpus
+                aucs.append(roc_auc_score(labels[~rest][rows], logits[rows]))
+        mean_auc[weighting] = np.mean(aucs)
+    chosen = choose_weighting(GrokForecaster(CURVE_GROUPS), matrices, labels, families, corpora)
+    assert mean_auc[chosen] == max(mean_auc.values())
+    two_families = np.isin(families, ["digits_mlp", "sparse_parity"])
+    few = {0.1: matrices[0.1][two_families]}
+    args = (labels[two_families], families[two_families], corpora[two_families])
+    assert choose_weighting(GrokForecaster(CURVE_GROUPS), few, *args) == "logistic"
 
 
 def test_save_and_load_give_the_same_forecasts(quadratic: list, tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 """``GrokForecaster``: from an early history, the probability that a run will grok.
 
-A standardized, L2-regularized logistic regression over the features of
-:mod:`grokforecast.forecast.features`. Fitted on runs of several model families, each
-weight is held to the direction its feature has in every one of them, or to zero where
-the families disagree (:mod:`grokforecast.forecast.transfer`): what the forecaster learns
-is meant for a family it never saw. The fitted numbers (feature names, means, scales,
-weights) are kept as plain JSON, so a calibration is safe to load, readable in a diff and
-the same on every machine.
+A standardized linear model over the features of :mod:`grokforecast.forecast.features`.
+Fitted on runs of several model families, each weight is held to the direction its
+feature has in every one of them, or to zero where the families disagree, and its size
+is either fitted (an L2-regularized logistic regression) or the feature's weakest
+direction over the families, whichever ranks a left-out family better
+(:mod:`grokforecast.forecast.transfer`): what the forecaster learns is meant for a family
+it never saw. The fitted numbers (feature names, means, scales, weights) are kept as
+plain JSON, so a calibration is safe to load, readable in a diff and the same on every
+machine.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from grokforecast.forecast.features import (
     extract_features,
     feature_names,
 )
-from grokforecast.forecast.transfer import agreed_directions, signed_logistic
+from grokforecast.forecast.transfer import intercept_given_offsets, signed_logistic
 from grokforecast.vocabulary import SERIES
 
 FORMAT = "grokforecast-forecaster"
@@ -160,6 +162,9 @@ class GrokForecaster:
         self._scale: np.ndarray | None = None
         self._weights: np.ndarray | None = None
         self._intercept = 0.0
+        #: How the weights were set: ``"logistic"`` (a fit) or ``"consistent"`` (each
+        #: feature's weakest direction over the fitted families, :mod:`~.transfer`).
+        self.weighting = "logistic"
 
     @property
     def fitted(self) -> bool:
@@ -179,24 +184,32 @@ class GrokForecaster:
         """Calibrate on labelled histories (both labels must occur).
 
         With ``families`` (each history's model family), two or more of them with both
-        outcomes, each feature's weight keeps the sign the families agree on, or is zero
-        where they disagree (:func:`~grokforecast.forecast.transfer.agreed_directions`;
-        ``corpora`` names the histories that are comparable within a family, default:
-        the families). Otherwise every weight is free.
+        outcomes, the weights are fitted for families not among them, as the shipped
+        calibrations are (:func:`~grokforecast.forecast.fitting.fit_at_probes`): each
+        feature keeps the direction the families agree on, or no weight; ``corpora``
+        names the histories that are comparable within a family (default: the
+        families). Otherwise every weight is free.
         """
         matrix = self.feature_matrix(histories)
-        signs = None
-        if families is not None:
-            family_of = np.asarray(families)
-            cohort_of = np.asarray(corpora) if corpora is not None else family_of
-            signs = agreed_directions(matrix, np.asarray(grokked, dtype=int), family_of, cohort_of)
-        return self.fit_features(matrix, grokked, signs)
+        if families is None:
+            return self.fit_features(matrix, grokked)
+        from grokforecast.forecast.fitting import fit_at_probes
+
+        family_of = np.asarray(families)
+        cohort_of = np.asarray(corpora) if corpora is not None else family_of
+        return fit_at_probes(self, {1.0: matrix}, np.asarray(grokked, dtype=int), family_of, cohort_of)
 
     def fit_features(
-        self, matrix: np.ndarray, grokked: Sequence[bool], signs: np.ndarray | None = None
+        self,
+        matrix: np.ndarray,
+        grokked: Sequence[bool],
+        signs: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ) -> GrokForecaster:
-        """Calibrate on a precomputed :meth:`feature_matrix`, each weight held to the sign
-        of its feature in ``signs`` (+1, -1, or 0 for no weight; None: free)."""
+        """Calibrate on a precomputed :meth:`feature_matrix`: a logistic regression with
+        each weight held to the sign of its feature in ``signs`` (+1, -1, or 0 for no
+        weight; None: free), or, given ``weights`` (one per standardized feature), only
+        the intercept."""
         labels = np.asarray(grokked, dtype=int)
         if len(labels) != len(matrix):
             raise ValueError(f"{len(matrix)} histories but {len(labels)} labels")
@@ -204,9 +217,14 @@ class GrokForecaster:
             raise ValueError("fitting needs grokking and non-grokking runs; the labels are all one class")
         self._mean = matrix.mean(axis=0)
         self._scale = np.where(matrix.std(axis=0) > 0, matrix.std(axis=0), 1.0)
-        self._weights, self._intercept = signed_logistic(
-            self._standardize(matrix), labels, self.regularization, signs
-        )
+        standardized = self._standardize(matrix)
+        if weights is None:
+            self._weights, self._intercept = signed_logistic(standardized, labels, self.regularization, signs)
+            self.weighting = "logistic"
+        else:
+            self._weights = np.asarray(weights, dtype=float).copy()
+            self._intercept = intercept_given_offsets(standardized @ self._weights, labels)
+            self.weighting = "consistent"
         return self
 
     def _require_fitted(self) -> None:
@@ -282,6 +300,7 @@ class GrokForecaster:
             "scale": self._scale.tolist(),
             "weights": self._weights.tolist(),
             "intercept": self._intercept,
+            "weighting": self.weighting,
         }
 
     @classmethod
@@ -296,6 +315,7 @@ class GrokForecaster:
             raise GrokforecastError("the forecaster file's features do not match this grokforecast's")
         forecaster._mean, forecaster._scale = np.array(data["mean"]), np.array(data["scale"])
         forecaster._weights, forecaster._intercept = np.array(data["weights"]), float(data["intercept"])
+        forecaster.weighting = data.get("weighting", "logistic")
         return forecaster
 
     def save(self, path: str | Path) -> None:

@@ -12,7 +12,15 @@ zero; every other weight is held to its agreed sign.
 Fitted without that rule, the pooled logistic regression traded such features against
 each other to fit the families it saw, and ranked a new family's runs worse: held out by
 family at a 10 % probe, every curve alone scored a mean ROC AUC of 0.77 (0.53 on the
-digits MLP); under the rule, 0.83 (0.64) (``docs/benchmarks-history.md``).
+digits MLP); under the rule, 0.83 (0.64).
+
+How much weight each agreed feature gets is the second question. A logistic regression
+fits it; :func:`consistent_weights` instead gives each feature its weakest direction over
+the families, fitting nothing that could be traded between them. From the curves alone
+the second ranks new families better; with the hyperparameters the fit does, so the
+fitting step takes whichever ranks a left-out family best among the families at hand
+(:func:`grokforecast.forecast.fitting.choose_weighting`; the measurements are in
+``docs/benchmarks-history.md``).
 
 Example:
 
@@ -22,8 +30,12 @@ Example:
     >>> families = np.repeat(["a", "b"], 40)
     >>> steady = labels + rng.normal(size=80)                        # up in both families
     >>> flips = np.where(families == "a", 1, -1) * labels + rng.normal(size=80)
-    >>> agreed_directions(np.column_stack([steady, flips]), labels, families, families).tolist()
+    >>> matrix = np.column_stack([steady, flips])
+    >>> agreed_directions(matrix, labels, families, families).tolist()
     [1, 0]
+    >>> directions = family_directions(matrix, labels, families, families)
+    >>> directions.shape, bool(consistent_weights(directions)[0] == directions[:, 0].min())
+    ((2, 2), True)
 """
 
 from __future__ import annotations
@@ -35,13 +47,13 @@ from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 
-def agreed_directions(
+def family_directions(
     matrix: np.ndarray, labels: np.ndarray, families: np.ndarray, cohorts: np.ndarray
 ) -> np.ndarray | None:
-    """Per feature: +1 or -1 where every family with both outcomes agrees on the sign of
-    its direction, else 0; None where fewer than two families have both outcomes (one
-    family cannot say what holds in another). Rows are grouped into ``cohorts`` (runs
-    comparable with each other: one corpus at one probe length) within ``families``."""
+    """Each feature's direction in each family (one row per family with both outcomes):
+    the mean over the family's ``cohorts`` (runs comparable with each other: one corpus
+    at one probe length) of its ROC AUC minus one half. None where fewer than two families
+    have both outcomes: one family cannot say what holds in another."""
     labels = np.asarray(labels, dtype=int)
     votes = []
     for family in sorted(set(families.tolist())):
@@ -49,17 +61,41 @@ def agreed_directions(
         for cohort in sorted(set(cohorts[families == family].tolist())):
             rows = (families == family) & (cohorts == cohort)
             if len(set(labels[rows].tolist())) == 2:
-                per_cohort.append(_centred_auc(matrix[rows], labels[rows]))
+                per_cohort.append(centred_auc(matrix[rows], labels[rows]))
         if per_cohort:
             votes.append(np.mean(per_cohort, axis=0))
-    if len(votes) < 2:
-        return None
-    signs = np.sign(np.array(votes))
-    agreed = np.all(signs == signs[0], axis=0)
-    return np.where(agreed, signs[0], 0).astype(int)
+    return np.array(votes) if len(votes) >= 2 else None
 
 
-def _centred_auc(matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def agreed_signs(directions: np.ndarray) -> np.ndarray:
+    """Per feature: +1 or -1 where every family's direction has that sign, else 0."""
+    signs = np.sign(directions)
+    return np.where(np.all(signs == signs[0], axis=0), signs[0], 0).astype(int)
+
+
+def agreed_directions(
+    matrix: np.ndarray, labels: np.ndarray, families: np.ndarray, cohorts: np.ndarray
+) -> np.ndarray | None:
+    """Per feature: +1 or -1 where every family with both outcomes agrees on the sign of
+    its direction (:func:`family_directions`), else 0; None where fewer than two families
+    have both outcomes."""
+    directions = family_directions(matrix, labels, families, cohorts)
+    return None if directions is None else agreed_signs(directions)
+
+
+def consistent_weights(directions: np.ndarray) -> np.ndarray:
+    """Weights for standardized features: each feature's agreed sign times its weakest
+    direction over the families (the smallest ``|AUC - 0.5|``), 0 where they disagree.
+
+    A feature counts as much as it holds in the family where it holds least: nothing is
+    fitted to the families' pooled runs, so nothing can be traded between features to
+    fit the families at hand (a unit-weighted, "improper" linear model, the kind that
+    transfers to new populations better than a fitted one).
+    """
+    return agreed_signs(directions) * np.abs(directions).min(axis=0)
+
+
+def centred_auc(matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each column's ROC AUC for ``labels``, minus 0.5 (ties count a half)."""
     ranks = rankdata(matrix, axis=0)
     positives = labels == 1
@@ -105,3 +141,15 @@ def _bound(sign: int | None) -> tuple[float | None, float | None]:
     if sign is None:
         return (None, None)
     return {1: (0.0, None), -1: (None, 0.0), 0: (0.0, 0.0)}[int(sign)]
+
+
+def intercept_given_offsets(offsets: np.ndarray, labels: np.ndarray) -> float:
+    """The maximum-likelihood intercept of ``sigmoid(offset + b)`` (Newton's method)."""
+    intercept = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(offsets + intercept)))
+        step = (p - labels).sum() / max((p * (1 - p)).sum(), 1e-12)
+        intercept -= step
+        if abs(step) < 1e-10:
+            break
+    return intercept
