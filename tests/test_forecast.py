@@ -80,7 +80,7 @@ def test_a_feature_whose_direction_flips_between_families_gets_no_weight() -> No
     rng = np.random.default_rng(0)
     labels = np.tile([False, True], 60)
     families = np.repeat(["a", "b", "c"], 40)
-    steady = labels + rng.normal(size=120)  # larger in grokking runs of every family
+    steady = 1 / (1 + np.exp(-(labels + rng.normal(size=120))))  # larger in grokking runs everywhere
     flips = np.where(families == "b", -1.0, 1.0) * labels + rng.normal(size=120)
     histories = [
         {"val_acc": np.array([0.0, 0.1, 0.2, s]), "val_loss": np.array([1.0, 1.0, 1.0, f])}
@@ -313,3 +313,16 @@ def test_the_grok_time_benchmark_forecasts_each_grokker_only_from_those_before_i
     assert (
         0.0 < score.loglinear_median_ape < score.loglinear_mape < 1.0 and 0.9 <= score.kept_below_upper <= 1
     )
+
+
+def test_accuracies_in_per_cent_forecast_as_the_same_fractions(quadratic: list) -> None:
+    history = dict(probe_history(quadratic[0], 0.1))
+    in_per_cent = {**history, "train_acc": history["train_acc"] * 100, "val_acc": history["val_acc"] * 100}
+    forecaster = GrokForecaster.pretrained("full")
+    assert forecaster.predict_logit(in_per_cent) == pytest.approx(forecaster.predict_logit(history))
+    # A validation accuracy at chance on 113 classes stays below 1 per cent; the training
+    # accuracy beside it says the history is in per cent.
+    at_chance = {"val_acc": np.full(20, 0.88), "train_acc": np.linspace(0.88, 100, 20)}
+    assert extract_features(at_chance, ("val_acc",))["val_acc_last"] == pytest.approx(0.0088)
+    with pytest.raises(ValueError, match="val_acc has the value 150; give accuracies as fractions"):
+        extract_features({"val_acc": np.linspace(0, 150, 20)}, ("val_acc",))

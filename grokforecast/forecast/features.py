@@ -6,9 +6,11 @@ A history is what a run has shown up to its probe step::
      "weight_norm": [...], "<name>_steps": [...]}
 
 Every series is optional except the one a feature group needs; a series without
-``<name>_steps`` is taken at steps ``0..n-1``. Features are made comparable across
-workloads and probe lengths: levels are logs, changes are measured over fractions of the
-probe window rather than per step, and the weight norm enters only as a ratio.
+``<name>_steps`` is taken at steps ``0..n-1``. Accuracies are fractions in [0, 1] or
+percentages (a history whose accuracy series hold a value above 1 gives both in per
+cent). Features are made comparable across workloads and probe lengths: levels are
+logs, changes are measured over fractions of the probe window rather than per step, and
+the weight norm enters only as a ratio.
 
 Feature groups, by the series they read:
 
@@ -75,6 +77,37 @@ def series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
+#: The series that are accuracies, read as fractions or percentages (:func:`accuracy_unit`).
+ACCURACY_SERIES = ("train_acc", "val_acc")
+
+
+def accuracy_unit(history: HistoryLike) -> float:
+    """1 where the history's accuracies are fractions, 100 where they are percentages
+    (some value above 1). Both series are judged together: a validation accuracy in per
+    cent can sit below 1 for a while on a task of more than 100 classes, while the
+    training accuracy, memorizing, passes it."""
+    highest = 0.0
+    for name in ACCURACY_SERIES:
+        values = np.asarray(history.get(name, []), dtype=float)
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            continue
+        if finite.min() < 0 or finite.max() > 100:
+            bad = finite.min() if finite.min() < 0 else finite.max()
+            raise ValueError(
+                f"{name} has the value {bad:g}; give accuracies as fractions in [0, 1] "
+                "or percentages in [0, 100]"
+            )
+        highest = max(highest, float(finite.max()))
+    return 100.0 if highest > 1.0 else 1.0
+
+
+def accuracy(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of the accuracy series ``name``, as fractions."""
+    steps, values = series(history, name)
+    return steps, values / accuracy_unit(history)
+
+
 def _recent_change(steps: np.ndarray, values: np.ndarray) -> float:
     """Change of ``values`` over the last half of the window, by least squares.
 
@@ -116,11 +149,11 @@ def _train_loss_features(history: HistoryLike) -> dict[str, float]:
 
 
 def _train_acc_features(history: HistoryLike) -> dict[str, float]:
-    steps, accuracy = series(history, "train_acc")
-    memorized = np.flatnonzero(accuracy >= 1.0)
+    steps, fraction = accuracy(history, "train_acc")
+    memorized = np.flatnonzero(fraction >= 1.0)
     span = max(steps[-1] - steps[0], 1.0)
     return {
-        "train_acc_last": _tail_mean(accuracy),
+        "train_acc_last": _tail_mean(fraction),
         # 0 = memorized at once, 1 = at the probe step, 2 = not yet.
         "memorized_at": float((steps[memorized[0]] - steps[0]) / span) if memorized.size else 2.0,
     }
@@ -133,11 +166,11 @@ def _val_loss_features(history: HistoryLike) -> dict[str, float]:
 
 
 def _val_acc_features(history: HistoryLike) -> dict[str, float]:
-    steps, accuracy = series(history, "val_acc")
+    steps, fraction = accuracy(history, "val_acc")
     return {
-        "val_acc_last": float(accuracy[-1]),
-        "val_acc_best": float(accuracy.max()),
-        "val_acc_slope": _recent_change(steps, accuracy),
+        "val_acc_last": float(fraction[-1]),
+        "val_acc_best": float(fraction.max()),
+        "val_acc_slope": _recent_change(steps, fraction),
     }
 
 
