@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from studies import study_text, write_study
@@ -121,9 +122,8 @@ def test_bench_pruners_counts_the_grokkers_each_pruner_found_against_no_pruning(
         .replace("low = 0.3, high = 0.8", "low = 0.7, high = 0.8")
     )
     pruners = ("HjorthPruner", "no pruning")
-    result = run(
-        "bench", "pruners", str(write_study(tmp_path, text)), *(f"--pruner={name}" for name in pruners)
-    )
+    variants = (*(f"--pruner={name}" for name in pruners), f"--keep={tmp_path / 'kept'}")
+    result = run("bench", "pruners", str(write_study(tmp_path, text)), *variants)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     grokked = {  # the table's columns after the name: wall, finished, pruned, grokked, steps, best
@@ -135,3 +135,10 @@ def test_bench_pruners_counts_the_grokkers_each_pruner_found_against_no_pruning(
     assert found == [
         f"{name}: found {grokked[name]} of the {grokked['no pruning']} grokkers" for name in pruners
     ]
+    # --keep leaves each variant's study to look into, and never runs into an old one.
+    for name, folder in zip(pruners, ("HjorthPruner", "no-pruning"), strict=True):
+        database = tmp_path / "kept" / folder / "study.db"
+        kept = optuna.load_study(study_name="found", storage=f"sqlite:///{database}")
+        assert sum(bool(t.user_attrs.get("grokked")) for t in kept.trials) == grokked[name]
+    again = run("bench", "pruners", str(tmp_path / "study.toml"), *variants)
+    assert again.returncode != 0 and "no-pruning exists already; name a new folder" in again.stderr

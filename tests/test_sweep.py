@@ -471,6 +471,14 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_sigterm_checkpoints_the_running_trial_and_says_how_to_resume(in_tmp: Path) -> None:
     plan, sweep = _long_sweep(in_tmp)
+
+    def trained_past_the_probe() -> bool:
+        trials = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url).trials
+        return max(trials[0].intermediate_values, default=0) > plan.spec.budget.probe_steps
+
+    # Stopped between the probe's checkpoint and the next step, it would rightly resume
+    # from the probe: the stop must come once the trial has trained past it.
+    _wait_for(trained_past_the_probe)
     sweep.send_signal(signal.SIGTERM)  # what `docker stop` and `timeout` send, to this process only
     _, stderr = sweep.communicate(timeout=120)
     assert sweep.returncode == 143, stderr

@@ -45,6 +45,16 @@ def with_pruner(text: str, settings: dict[str, str]) -> str:
     return text[: header.end()] + lines + text[header.end() :]
 
 
+def variant_folder(parent: Path, name: str) -> Path:
+    """Where ``bench pruners --keep parent`` keeps the variant ``name``: its name with
+    every run of characters other than letters and digits made one ``-``.
+
+    >>> variant_folder(Path("kept"), "no pruning").as_posix()
+    'kept/no-pruning'
+    """
+    return parent / re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
 def run_pruner(study_file: Path, workdir: Path, name: str) -> BackendRun:
     """Run ``study_file`` with the pruner ``name`` of :data:`PRUNERS` inside ``workdir``."""
     from grokforecast.bench.backends import run_backend  # the sweep, not needed for the names

@@ -190,7 +190,14 @@ def backends(study_file: Path) -> None:
     type=click.Choice(list(LIVE_PRUNERS)),
     help="A variant to run (repeatable) [default: all].",
 )
-def pruners(study_file: Path, names: tuple[str, ...]) -> None:
+@click.option(
+    "--keep",
+    "keep_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep each variant's study database in a new folder of this one (DIR/<variant>/study.db), "
+    "for `grokforecast report` or `dashboard` [default: delete them].",
+)
+def pruners(study_file: Path, names: tuple[str, ...], keep_dir: Path | None) -> None:
     """The study trained live with the HjorthPruner, Optuna's MedianPruner and no pruning.
 
     With "no pruning" among them and a sampler that draws the same trials whatever is
@@ -199,12 +206,22 @@ def pruners(study_file: Path, names: tuple[str, ...]) -> None:
     """
     import tempfile
 
-    from grokforecast.bench.live_pruners import run_pruner
+    from grokforecast.bench.live_pruners import run_pruner, variant_folder
 
+    chosen = names or tuple(LIVE_PRUNERS)
+    if keep_dir is not None:
+        taken = [str(folder) for folder in (variant_folder(keep_dir, n) for n in chosen) if folder.exists()]
+        if taken:
+            raise click.UsageError(f"--keep: {', '.join(taken)} exists already; name a new folder")
     runs = []
-    for name in names or LIVE_PRUNERS:
-        with tempfile.TemporaryDirectory(prefix="grokforecast-bench-pruners-") as workdir:
-            runs.append(run_pruner(study_file, Path(workdir), name))
+    for name in chosen:
+        if keep_dir is None:
+            with tempfile.TemporaryDirectory(prefix="grokforecast-bench-pruners-") as workdir:
+                runs.append(run_pruner(study_file, Path(workdir), name))
+        else:
+            workdir = variant_folder(keep_dir, name)
+            workdir.mkdir(parents=True)
+            runs.append(run_pruner(study_file, workdir, name))
     click.echo(_machine())
     _runs_table(runs, "pruner")
     unpruned = next((run for run in runs if run.backend == "no pruning"), None)
