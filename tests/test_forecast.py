@@ -104,7 +104,7 @@ def test_a_scale_ranking_new_families_below_chance_shrinks_to_the_floor() -> Non
     forecaster = GrokForecaster(("val_acc",), ("val_acc_last",))
     forecaster.fit_features(matrix, labels, weights=np.array([1.0]))
     before = forecaster.predict_logit_features(matrix)
-    rescale_for_new_families(forecaster, {0.1: matrix}, labels, families, families)
+    rescale_for_new_families(forecaster, {0.1: matrix}, labels, families, families, "consistent")
     after = forecaster.predict_logit_features(matrix)
     assert np.polyfit(before, after, 1)[0] == pytest.approx(MIN_SLOPE)
 
@@ -124,6 +124,8 @@ def test_consistent_weights_are_fitted_only_in_their_intercept() -> None:
     assert weights[0] == pytest.approx(np.abs(directions[:, 0]).min())  # family a's strength
     # The intercept is the maximum-likelihood one: as many groks forecast as occur.
     assert forecaster.predict_proba_features(matrix).sum() == pytest.approx(labels.sum(), rel=1e-6)
+    with pytest.raises(ValueError, match="weighting='equal' must be one of"):
+        fit_at_probes(forecaster, {0.1: matrix}, labels, families, families, weighting="equal")
 
 
 def test_the_weighting_chosen_is_the_one_that_ranks_a_held_out_family_best() -> None:

@@ -101,10 +101,14 @@ def fit_at_probes(
     directions = family_directions(longest, labels, families, corpora)
     if directions is None:
         return forecaster.fit_features(stacked, outcomes)
+    if weighting is not None and weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting={weighting!r} must be one of {list(WEIGHTINGS)} or None")
     weighting = weighting or choose_weighting(forecaster, matrices, labels, families, corpora)
-    if weighting == "consistent":
-        return forecaster.fit_features(stacked, outcomes, weights=consistent_weights(directions))
-    return forecaster.fit_features(stacked, outcomes, signs=agreed_signs(directions))
+    if weighting == "logistic":
+        return forecaster.fit_features(stacked, outcomes, signs=agreed_signs(directions))
+    forecaster.fit_features(stacked, outcomes, weights=consistent_weights(directions))
+    forecaster.weighting = weighting
+    return forecaster
 
 
 def choose_weighting(
@@ -148,6 +152,8 @@ def choose_weighting(
                 rows = corpora[~rest] == corpus
                 if len(set(labels[~rest][rows].tolist())) == 2:
                     aucs[weighting].append(0.5 + centred_auc(logits[rows, None], labels[~rest][rows])[0])
+    if not aucs["logistic"]:
+        return "logistic"  # no corpus of these families has both outcomes on its own
     return max(WEIGHTINGS, key=lambda weighting: np.mean(aucs[weighting]))
 
 
@@ -157,9 +163,11 @@ def rescale_for_new_families(
     labels: np.ndarray,
     families: np.ndarray,
     corpora: np.ndarray,
+    weighting: str | None = None,
 ) -> None:
     """Platt-rescale the fitted ``forecaster`` on its out-of-family logits: each family's
-    rows scored by the same model fitted on the other families."""
+    rows scored by the same model fitted on the other families, its weights set by
+    ``weighting`` (default: the forecaster's own, as :func:`fit_at_probes` chose it)."""
     from sklearn.linear_model import LogisticRegression
 
     held_out = {f: np.empty(len(labels)) for f in matrices}
@@ -174,7 +182,7 @@ def rescale_for_new_families(
             labels[~inside],
             families[~inside],
             corpora[~inside],
-            forecaster.weighting,
+            weighting or forecaster.weighting,
         )
         for f, m in matrices.items():
             held_out[f][inside] = without.predict_logit_features(m[inside])

@@ -162,8 +162,9 @@ class GrokForecaster:
         self._scale: np.ndarray | None = None
         self._weights: np.ndarray | None = None
         self._intercept = 0.0
-        #: How the weights were set: ``"logistic"`` (a fit) or ``"consistent"`` (each
-        #: feature's weakest direction over the fitted families, :mod:`~.transfer`).
+        #: How the weights were set: ``"logistic"`` (a fit), ``"consistent"`` (each
+        #: feature's weakest direction over the fitted families, :mod:`~.transfer`) or
+        #: ``"given"`` (by the caller of :meth:`fit_features`).
         self.weighting = "logistic"
 
     @property
@@ -209,7 +210,8 @@ class GrokForecaster:
         """Calibrate on a precomputed :meth:`feature_matrix`: a logistic regression with
         each weight held to the sign of its feature in ``signs`` (+1, -1, or 0 for no
         weight; None: free), or, given ``weights`` (one per standardized feature), only
-        the intercept."""
+        the intercept (:attr:`weighting` is then ``"given"``, until
+        :func:`~grokforecast.forecast.fitting.fit_at_probes` names the rule it took them from)."""
         labels = np.asarray(grokked, dtype=int)
         if len(labels) != len(matrix):
             raise ValueError(f"{len(matrix)} histories but {len(labels)} labels")
@@ -224,7 +226,7 @@ class GrokForecaster:
         else:
             self._weights = np.asarray(weights, dtype=float).copy()
             self._intercept = intercept_given_offsets(standardized @ self._weights, labels)
-            self.weighting = "consistent"
+            self.weighting = "given"
         return self
 
     def _require_fitted(self) -> None:

@@ -30,12 +30,11 @@ Example:
     >>> families = np.repeat(["a", "b"], 40)
     >>> steady = labels + rng.normal(size=80)                        # up in both families
     >>> flips = np.where(families == "a", 1, -1) * labels + rng.normal(size=80)
-    >>> matrix = np.column_stack([steady, flips])
-    >>> agreed_directions(matrix, labels, families, families).tolist()
+    >>> directions = family_directions(np.column_stack([steady, flips]), labels, families, families)
+    >>> agreed_signs(directions).tolist()
     [1, 0]
-    >>> directions = family_directions(matrix, labels, families, families)
-    >>> directions.shape, bool(consistent_weights(directions)[0] == directions[:, 0].min())
-    ((2, 2), True)
+    >>> bool(consistent_weights(directions)[0] == directions[:, 0].min())
+    True
 """
 
 from __future__ import annotations
@@ -71,16 +70,6 @@ def agreed_signs(directions: np.ndarray) -> np.ndarray:
     """Per feature: +1 or -1 where every family's direction has that sign, else 0."""
     signs = np.sign(directions)
     return np.where(np.all(signs == signs[0], axis=0), signs[0], 0).astype(int)
-
-
-def agreed_directions(
-    matrix: np.ndarray, labels: np.ndarray, families: np.ndarray, cohorts: np.ndarray
-) -> np.ndarray | None:
-    """Per feature: +1 or -1 where every family with both outcomes agrees on the sign of
-    its direction (:func:`family_directions`), else 0; None where fewer than two families
-    have both outcomes."""
-    directions = family_directions(matrix, labels, families, cohorts)
-    return None if directions is None else agreed_signs(directions)
 
 
 def consistent_weights(directions: np.ndarray) -> np.ndarray:
