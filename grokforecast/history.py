@@ -53,7 +53,7 @@ def hyperparameters_from(
     >>> hyperparameters_from({"optimizer.learning_rate": 3e-3, "wd": 1, "train_fraction": 0.4})
     {'lr': 0.003, 'weight_decay': 1.0, 'data_fraction': 0.4}
     """
-    names = names or _recognised_names(params)
+    names = names or recognised_names(params)
     values = {name: params.get(names[name]) if name in names else None for name in HYPERPARAMETERS}
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
         return None
@@ -63,7 +63,7 @@ def hyperparameters_from(
     return {"lr": lr, "weight_decay": weight_decay, "data_fraction": fraction}
 
 
-def _recognised_names(params: Mapping[str, Any]) -> dict[str, str]:
+def recognised_names(params: Mapping[str, Any]) -> dict[str, str]:
     """For each hyperparameter, the first parameter spelled as it commonly is."""
     found: dict[str, str] = {}
     for param in params:

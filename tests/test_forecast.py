@@ -328,3 +328,27 @@ def test_accuracies_in_per_cent_forecast_as_the_same_fractions(quadratic: list) 
     assert extract_features(at_chance, ("val_acc",))["val_acc_last"] == pytest.approx(0.0088)
     with pytest.raises(ValueError, match="val_acc has the value 150; give accuracies as fractions"):
         extract_features({"val_acc": np.linspace(0, 150, 20)}, ("val_acc",))
+
+
+def test_the_calibration_for_a_history_reads_all_it_holds_however_its_params_are_spelled(
+    quadratic: list,
+) -> None:
+    history = probe_history(quadratic[0], 0.1)
+    own_words = {
+        "train_loss": history["train_loss"],
+        "train_loss_steps": history["train_loss_steps"],
+        "val_acc": history["val_acc"],
+        "val_acc_steps": history["val_acc_steps"],
+        "hyperparameters": {
+            "learning_rate": quadratic[0].config["lr"],
+            "wd": quadratic[0].config["weight_decay"],
+            "train_fraction": quadratic[0].config["data_fraction"],
+        },
+    }
+    forecaster = GrokForecaster.pretrained_for(own_words)
+    assert forecaster.groups == ("train_loss", "val_acc", "hyperparameters")
+    ours = {**own_words, "hyperparameters": history["hyperparameters"]}
+    assert forecaster.predict_logit(own_words) == forecaster.predict_logit(ours)
+    assert GrokForecaster.pretrained_for(history).groups == tuple(FEATURE_GROUPS)
+    with pytest.raises(ValueError, match="holds none of the curves"):
+        GrokForecaster.pretrained_for({"test_acc": [0.1, 0.2, 0.3, 0.4]})

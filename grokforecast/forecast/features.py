@@ -21,7 +21,8 @@ Feature groups, by the series they read:
 - ``val_loss`` / ``val_acc``: level, best value and recent trend of validation;
 - ``weight_norm``: Omnigrok's signal, the relative shrinkage of the weights;
 - ``hyperparameters`` (optional, from ``history["hyperparameters"]`` with keys ``lr``,
-  ``weight_decay``, ``data_fraction``): the data fraction, which no curve reveals but
+  ``weight_decay``, ``data_fraction``, or their common spellings such as
+  ``learning_rate``, ``wd``, ``train_fraction``): the data fraction, which no curve reveals but
   which decides most of whether a run groks, also as a log because the grokking time
   goes as a power of it (t4 = a r**-gamma + b), and Omnigrok's weight-decay rate
   ``lr * weight_decay``, which sets how soon the weights shrink to the generalizing norm.
@@ -33,6 +34,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from grokforecast.history import recognised_names
 from grokforecast.spectral import check_signal, loss_signature
 from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
 
@@ -185,9 +187,13 @@ def _weight_norm_features(history: HistoryLike) -> dict[str, float]:
 
 def _hyperparameter_features(history: HistoryLike) -> dict[str, float]:
     given = history.get("hyperparameters")
-    if not isinstance(given, Mapping) or any(name not in given for name in HYPERPARAMETERS):
-        raise ValueError(f"history['hyperparameters'] must hold {list(HYPERPARAMETERS)}, got {given!r}")
-    lr, weight_decay, fraction = (float(given[name]) for name in HYPERPARAMETERS)
+    names = recognised_names(given) if isinstance(given, Mapping) else {}
+    if any(name not in names for name in HYPERPARAMETERS):
+        raise ValueError(
+            f"history['hyperparameters'] must hold {list(HYPERPARAMETERS)} (or a common spelling of "
+            f"each, such as learning_rate, wd, train_fraction), got {given!r}"
+        )
+    lr, weight_decay, fraction = (float(given[names[name]]) for name in HYPERPARAMETERS)
     if not (lr > 0 and weight_decay >= 0 and 0 < fraction <= 1):
         raise ValueError(
             f"hyperparameters lr={lr}, weight_decay={weight_decay}, data_fraction={fraction} "

@@ -331,6 +331,28 @@ class GrokForecaster:
             raise GrokforecastError(f"cannot read forecaster {path}: {error}") from None
 
     @classmethod
+    def pretrained_for(cls, history: HistoryLike) -> GrokForecaster:
+        """The calibration that reads everything ``history`` holds: every one of its
+        curves, and its hyperparameters when it has them (the one ``HjorthPruner`` takes
+        for a trial's history).
+
+        Example:
+
+            >>> import numpy as np
+            >>> history = {"val_loss": np.linspace(3.0, 2.0, 30), "val_acc": np.linspace(0.0, 0.4, 30),
+            ...            "hyperparameters": {"learning_rate": 1e-3, "wd": 1.0, "train_fraction": 0.5}}
+            >>> forecaster = GrokForecaster.pretrained_for(history)
+            >>> forecaster.groups, 0.0 < forecaster.predict_proba(history) < 1.0
+            (('val_loss', 'val_acc', 'hyperparameters'), True)
+        """
+        if not any(group in history for group in CURVE_GROUPS):
+            raise ValueError(
+                f"the history holds none of the curves {list(CURVE_GROUPS)} (it has {sorted(history)}); "
+                "give at least one"
+            )
+        return cls.pretrained(pretrained_inputs_for(history, CURVE_GROUPS[0]))
+
+    @classmethod
     def pretrained(cls, inputs: str = "full") -> GrokForecaster:
         """The calibration for ``inputs``, fitted on the shipped corpus.
 
