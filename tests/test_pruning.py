@@ -284,3 +284,21 @@ def test_a_monitor_with_some_of_the_curves_gets_a_calibration_for_exactly_those(
     forecasts = [t.user_attrs[DECISION_ATTR]["probability"] for t in study.trials]
     grokked = [p for p, record in zip(forecasts, records, strict=True) if record.grokked]
     assert grokked and min(grokked) > min(forecasts)  # a forecast that ranks, not the base rate
+
+
+def test_the_ranked_warm_up_keeps_a_trial_forecast_to_grok_more_likely_than_not() -> None:
+    from grokforecast.core.policy import WARM_UP_KEEP_ODDS, PolicySettings, StoppingPolicy, StudyContext
+    from grokforecast.history import History
+
+    policy = StoppingPolicy(PolicySettings(probe_step=60, exploration=0.0))
+    histories = [History.from_record(r, until=60) for r in load_corpus("quadratic_add97")]
+    forecasts = [policy.decide(h, trial=0, context=StudyContext()).record.probability for h in histories]
+    likely = next(h for h, p in zip(histories, forecasts, strict=True) if p >= WARM_UP_KEEP_ODDS)
+    doubtful = next(h for h, p in zip(histories, forecasts, strict=True) if p < WARM_UP_KEEP_ODDS)
+    # Each ranked below four trials forecast surer: the likely one is kept on its odds,
+    # the doubtful one is pruned.
+    surer = StudyContext(probed=[0.99] * 4)
+    kept = policy.decide(likely, trial=1, context=surer).record
+    assert kept.decision.value == "keep" and f"but P(grok) >= {WARM_UP_KEEP_ODDS:g}" in kept.rule
+    pruned = policy.decide(doubtful, trial=2, context=surer).record
+    assert pruned.decision.value == "prune" and "but P(grok)" not in pruned.rule

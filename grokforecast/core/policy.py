@@ -21,8 +21,9 @@ The steps of a decision, in order:
 4. A run whose validation accuracy has reached the study's grok threshold is kept: there
    is nothing left to forecast, and it may be the study's best trial.
 5. Otherwise the rule: until the study model has learned, prune outside the
-   ``warm_up_keep_top`` fraction of the trials probed so far (by forecast); then prune
-   below ``threshold``. With ``keep_top``, always by rank.
+   ``warm_up_keep_top`` fraction of the trials probed so far (by forecast), unless the
+   forecast is even odds or better (:data:`WARM_UP_KEEP_ODDS`); then prune below
+   ``threshold``. With ``keep_top``, always by rank.
 6. A trial the rule prunes may be drawn to run on anyway (``exploration``), so that the
    study model sees how low forecasts turn out; the chance shrinks as the study's
    evidence grows (:meth:`StoppingPolicy.exploration_rate`).
@@ -75,6 +76,13 @@ from grokforecast.history import History
 from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD, SERIES
 
 logger = logging.getLogger(__name__)
+
+#: The ranked warm-up never prunes a trial forecast more likely to grok than not: where a
+#: study groks often, its bottom share by rank holds grokkers the forecast saw. Held out by
+#: family in `bench replay`, this kept one more grokker of the embedding MLP (168 of 168)
+#: and of parity (38 of 42), three more of the transformer with the second look, for
+#: +0.00-0.07x of the oracle's compute (``docs/benchmarks-history.md``).
+WARM_UP_KEEP_ODDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -404,6 +412,9 @@ class StoppingPolicy:
         if learned or settings.warm_up_keep_top is None:
             return probability < settings.threshold, f"threshold {settings.threshold:g}"
         prune, ranked = self._ranked(probability, probed, settings.warm_up_keep_top, "warm_up_keep_top")
+        if prune and probability >= WARM_UP_KEEP_ODDS:
+            ranked = f"{ranked}, but P(grok) >= {WARM_UP_KEEP_ODDS:g}"
+            prune = False
         return prune, f"{ranked}, until the study model has learned"
 
     def _ranked(
