@@ -81,7 +81,7 @@ logger = logging.getLogger(__name__)
 #: study groks often, its bottom share by rank holds grokkers the forecast saw. Held out by
 #: family in `bench replay`, this kept one more grokker of the embedding MLP (168 of 168)
 #: and of parity (38 of 42), three more of the transformer with the second look, for
-#: +0.00-0.07x of the oracle's compute (``docs/benchmarks-history.md``).
+#: +0.00-0.09x of the oracle's compute (``docs/benchmarks-history.md``).
 WARM_UP_KEEP_ODDS = 0.5
 
 
