@@ -95,14 +95,14 @@ def fit_at_probes(
     best among these families (:func:`choose_weighting`). With one family, every
     weight is fitted freely.
     """
+    if weighting is not None and weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting={weighting!r} must be one of {list(WEIGHTINGS)} or None")
     fractions = list(matrices)
     longest = matrices[max(fractions)]
     stacked, outcomes = np.vstack([matrices[f] for f in fractions]), np.tile(labels, len(fractions))
     directions = family_directions(longest, labels, families, corpora)
     if directions is None:
         return forecaster.fit_features(stacked, outcomes)
-    if weighting is not None and weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting={weighting!r} must be one of {list(WEIGHTINGS)} or None")
     weighting = weighting or choose_weighting(forecaster, matrices, labels, families, corpora)
     if weighting == "logistic":
         return forecaster.fit_features(stacked, outcomes, signs=agreed_signs(directions))
