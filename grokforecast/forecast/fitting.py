@@ -138,15 +138,7 @@ def choose_weighting(
     for family in mixed:
         rest = families != family
         for weighting in WEIGHTINGS:
-            without = GrokForecaster(forecaster.groups, forecaster.features, forecaster.regularization)
-            fit_at_probes(
-                without,
-                {f: m[rest] for f, m in matrices.items()},
-                labels[rest],
-                families[rest],
-                corpora[rest],
-                weighting,
-            )
+            without = _fitted_on(forecaster, rest, matrices, labels, families, corpora, weighting)
             logits = without.predict_logit_features(matrices[longest][~rest])
             for corpus in sorted(set(corpora[~rest].tolist())):
                 rows = corpora[~rest] == corpus
@@ -155,6 +147,27 @@ def choose_weighting(
     if not aucs["logistic"]:
         return "logistic"  # no corpus of these families has both outcomes on its own
     return max(WEIGHTINGS, key=lambda weighting: np.mean(aucs[weighting]))
+
+
+def _fitted_on(
+    forecaster: GrokForecaster,
+    rows: np.ndarray,
+    matrices: Mapping[float, np.ndarray],
+    labels: np.ndarray,
+    families: np.ndarray,
+    corpora: np.ndarray,
+    weighting: str,
+) -> GrokForecaster:
+    """A forecaster reading what ``forecaster`` reads, fitted by :func:`fit_at_probes` on
+    the ``rows`` only (every family but one), its weights set by ``weighting``."""
+    return fit_at_probes(
+        GrokForecaster(forecaster.groups, forecaster.features, forecaster.regularization),
+        {f: m[rows] for f, m in matrices.items()},
+        labels[rows],
+        families[rows],
+        corpora[rows],
+        weighting,
+    )
 
 
 def rescale_for_new_families(
@@ -175,15 +188,8 @@ def rescale_for_new_families(
         inside = families == family
         if len(set(labels[~inside].tolist())) < 2:
             return  # one family has every run of an outcome: nothing to learn the scale from
-        without = GrokForecaster(forecaster.groups, forecaster.features, forecaster.regularization)
-        fit_at_probes(
-            without,
-            {f: m[~inside] for f, m in matrices.items()},
-            labels[~inside],
-            families[~inside],
-            corpora[~inside],
-            weighting or forecaster.weighting,
-        )
+        weights_by = weighting or forecaster.weighting
+        without = _fitted_on(forecaster, ~inside, matrices, labels, families, corpora, weights_by)
         for f, m in matrices.items():
             held_out[f][inside] = without.predict_logit_features(m[inside])
     logits = np.concatenate(list(held_out.values()))
