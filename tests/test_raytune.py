@@ -22,7 +22,7 @@ from recorded import results
 
 from grokforecast.backends.optuna.workers import make_pruner
 from grokforecast.backends.ray import GrokForecastScheduler
-from grokforecast.backends.ray.runner import forecast_scheduler, run_ray_sweep
+from grokforecast.backends.ray.runner import connect, forecast_scheduler, run_ray_sweep
 from grokforecast.core.decision import Decision, DecisionRecord, drawn_to_explore
 from grokforecast.core.policy import PolicySettings
 from grokforecast.core.study_model import fit_study_model
@@ -98,10 +98,11 @@ def test_in_a_plain_tuner_each_decision_is_in_the_trials_results_and_printed(
         tune_config=tune.TuneConfig(scheduler=scheduler, metric="val_acc", mode="max"),
         run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0, callbacks=[scheduler.callback()]),
     )
+    connect()  # a local runtime by name: a bare ray.init() in fit() joins whatever cluster ran last
     try:
         grid = tuner.fit()
     finally:
-        ray.shutdown()  # the local runtime fit started: later tests start their own clusters
+        ray.shutdown()  # later tests start their own clusters
     printed = capsys.readouterr().out
     assert len(grid) == len(records)
     for result in grid:

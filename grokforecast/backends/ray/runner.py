@@ -52,7 +52,11 @@ class ExperimentInterrupted(Exception):
 
 
 def connect(address: str | None = None) -> None:
-    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), else start a small local runtime."""
+    """Join the Ray cluster at ``address`` (or ``RAY_ADDRESS``), else start a small local runtime.
+
+    The local runtime is asked for by name (``address="local"``): a bare ``ray.init()`` would
+    join whatever cluster ``/tmp/ray/ray_current_cluster`` last named, even a dead one.
+    """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -61,6 +65,7 @@ def connect(address: str | None = None) -> None:
             ray.init(address=address, logging_level=logging.WARNING)
         else:
             ray.init(
+                address="local",
                 include_dashboard=False,
                 object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                 logging_level=logging.WARNING,
