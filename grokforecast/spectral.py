@@ -47,13 +47,15 @@ class Hjorth:
     complexity: float
 
 
-def check_signal(x: np.ndarray | list[float], name: str = "signal") -> np.ndarray:
-    """``x`` as a float array, or a ValueError naming what is wrong with it."""
+def check_signal(x: np.ndarray | list[float], name: str = "signal", fewest: int = MIN_LENGTH) -> np.ndarray:
+    """``x`` as a float array of at least ``fewest`` points, or a ValueError naming what
+    is wrong with it."""
     values = np.asarray(x, dtype=float)
     if values.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional but has shape {values.shape}")
-    if len(values) < MIN_LENGTH:
-        raise ValueError(f"{name} has {len(values)} points; at least {MIN_LENGTH} are needed")
+    if len(values) < fewest:
+        points = "1 point" if len(values) == 1 else f"{len(values)} points"
+        raise ValueError(f"{name} has {points}; at least {fewest} are needed")
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise ValueError(f"{name} has a non-finite value {values[bad[0]]} at index {bad[0]}")

@@ -217,12 +217,27 @@ def test_explain_names_the_features_that_moved_the_forecast(quadratic: list) -> 
 def test_feature_extraction_is_explicit_about_missing_or_bad_series() -> None:
     with pytest.raises(ValueError, match="history has no 'val_acc' series"):
         extract_features({"train_loss": np.linspace(2, 1, 100)}, ("val_acc",))
-    with pytest.raises(ValueError, match="train_loss has 3 points; at least 4"):
-        extract_features({"train_loss": [2.0, 1.5, 1.0]}, ("train_loss",))
+    with pytest.raises(ValueError, match="train_loss has 5 points; at least 6"):
+        extract_features({"train_loss": [2.0, 1.5, 1.0, 0.9, 0.8]}, ("train_loss",))
+    assert extract_features({"train_loss": [2.0, 1.5, 1.0, 0.9, 0.8, 0.85]}, ("train_loss",))
+    with pytest.raises(ValueError, match="val_loss has 1 point; at least 2"):
+        extract_features({"val_loss": [2.0]}, ("val_loss",))
     with pytest.raises(ValueError, match="non-finite value nan at index 2"):
-        extract_features({"train_loss": [2.0, 1.5, np.nan, 1.0, 0.9]}, ("train_loss",))
+        extract_features({"train_loss": [2.0, 1.5, np.nan, 1.0, 0.9, 0.8]}, ("train_loss",))
     with pytest.raises(ValueError, match=r"history\['hyperparameters'\] must hold"):
         extract_features({"hyperparameters": {"lr": 1e-3}}, ("hyperparameters",))
+
+
+def test_two_evaluations_give_a_level_and_the_trend_between_them() -> None:
+    """An epoch loop's validation series: the trend of two points is the change between
+    them, per window, as a long series' is over its last half."""
+    features = extract_features({"val_loss": [4.0, 2.0], "val_loss_steps": [0, 300]}, ("val_loss",))
+    assert features["val_loss_last"] == pytest.approx(np.log(2.0))
+    assert features["val_loss_slope"] == pytest.approx(np.log(2.0) - np.log(4.0))
+    long = extract_features(
+        {"val_loss": np.geomspace(4.0, 2.0, 61), "val_loss_steps": np.arange(0, 305, 5)}, ("val_loss",)
+    )
+    assert long["val_loss_slope"] == pytest.approx(features["val_loss_slope"])
 
 
 def test_bad_forecaster_arguments_and_states_are_refused(tmp_path: Path) -> None:

@@ -248,6 +248,26 @@ def test_one_reported_series_is_forecast_with_the_hyperparameters_however_spelle
     assert ("log_decay_rate" in decision["features"]) == expected.endswith("+hyperparameters")
 
 
+def test_a_validation_loss_reported_once_an_epoch_is_forecast_from_three_evaluations() -> None:
+    """An epoch loop evaluates rarely: three validation losses by the probe are enough."""
+    record = next(r for r in RECORDS if r.grokked)
+    by_step = dict(zip(record.curves.eval_steps, record.curves.val_loss, strict=True))
+    epochs = [step for step in record.curves.eval_steps if step % 30 == 0]  # 0, 30, 60, ...
+    study = optuna.create_study(pruner=HjorthPruner(probe_step=60, series="val_loss", exploration=0.0))
+
+    def objective(trial: optuna.Trial) -> float:
+        for step in epochs:
+            trial.report(by_step[step], step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return by_step[epochs[-1]]
+
+    study.optimize(objective, n_trials=1)
+    decision = study.trials[0].user_attrs[DECISION_ATTR]
+    assert decision["step"] == 60 and decision["forecaster"] == "val_loss"
+    assert decision["probability"] is not None and "val_loss_slope" in decision["features"]
+
+
 def test_a_monitor_with_some_of_the_curves_gets_a_calibration_for_exactly_those() -> None:
     """A project that logs the training loss and the validation curves, but no training
     accuracy or weight norm, is forecast from all three with its hyperparameters (a

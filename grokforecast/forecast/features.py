@@ -6,11 +6,12 @@ A history is what a run has shown up to its probe step::
      "weight_norm": [...], "<name>_steps": [...]}
 
 Every series is optional except the one a feature group needs; a series without
-``<name>_steps`` is taken at steps ``0..n-1``. Accuracies are fractions in [0, 1] or
-percentages (a history whose accuracy series hold a value above 1 gives both in per
-cent). Features are made comparable across workloads and probe lengths: levels are
-logs, changes are measured over fractions of the probe window rather than per step, and
-the weight norm enters only as a ratio.
+``<name>_steps`` is taken at steps ``0..n-1``. Two points of a series are enough (an
+evaluation once an epoch), except for the training loss, whose signature needs six.
+Accuracies are fractions in [0, 1] or percentages (a history whose accuracy series hold a
+value above 1 gives both in per cent). Features are made comparable across workloads and
+probe lengths: levels are logs, changes are measured over fractions of the probe window
+rather than per step, and the weight norm enters only as a ratio.
 
 Feature groups, by the series they read:
 
@@ -30,12 +31,13 @@ Feature groups, by the series they read:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import numpy as np
 
 from grokforecast.history import recognised_names
-from grokforecast.spectral import check_signal, loss_signature
+from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
 from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
 
 #: What the forecaster reads: a :class:`~grokforecast.history.History`, or any mapping of
@@ -63,11 +65,25 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The fewest points a series is read from: a level and a trend need two (a project that
+#: evaluates once an epoch has two or three evaluations by a short probe).
+FEWEST_POINTS = 2
+
+
+def fewest_points(name: str) -> int:
+    """The fewest points of series ``name`` its features are read from: two, or for the
+    training loss, as many as leave its detrended residual :data:`MIN_LENGTH` points (its
+    Hjorth signature needs second differences)."""
+    if name != "train_loss":
+        return FEWEST_POINTS
+    return next(n for n in itertools.count(MIN_LENGTH) if n >= detrend_window(n) + MIN_LENGTH - 1)
+
+
 def series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of one series of ``history``, checked (finite, long enough)."""
     if name not in history:
         raise ValueError(f"history has no {name!r} series (it has {sorted(history)})")
-    values = check_signal(history[name], name)
+    values = check_signal(history[name], name, fewest_points(name))
     steps_key = f"{name}_steps"
     steps = (
         np.asarray(history[steps_key], dtype=float)
@@ -114,12 +130,14 @@ def _recent_change(steps: np.ndarray, values: np.ndarray) -> float:
     """Change of ``values`` over the last half of the window, by least squares.
 
     Expressed per whole window (slope times window length), so a 60-step and a 300-step
-    probe of the same curve shape give the same number.
+    probe of the same curve shape give the same number. Where the last half holds a
+    single point (an evaluation once an epoch), the change is that of the last two.
     """
     span = steps[-1] - steps[0]
-    recent = steps >= steps[0] + span / 2
-    if recent.sum() < 2 or span <= 0:
+    if span <= 0:
         return 0.0
+    recent = steps >= steps[0] + span / 2
+    recent[-2:] = True
     slope = np.polyfit(steps[recent], values[recent], 1)[0]
     return float(slope * span)
 
