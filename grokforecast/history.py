@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETER_SPELLINGS, HYPERPARAMETERS
+from grokforecast.vocabulary import CURVE_GROUPS, EVALUATED_CURVES, HYPERPARAMETER_SPELLINGS, HYPERPARAMETERS
 
 if TYPE_CHECKING:
     from grokforecast.curves import Curves
@@ -125,7 +125,7 @@ class History(Mapping[str, Any]):
         series: dict[str, SeriesArrays] = {}
         for name in CURVE_GROUPS:
             values = np.asarray(getattr(curves, name), dtype=float)
-            steps = np.arange(len(values)) if name in ("train_loss", "train_acc") else eval_steps
+            steps = eval_steps if name in EVALUATED_CURVES else np.arange(len(values))
             series[name] = (steps, values)
         history = cls(series, hyperparameters)
         return history if until is None else history.until(until)
@@ -183,6 +183,21 @@ class History(Mapping[str, Any]):
             },
             self.hyperparameters,
         )
+
+    def evaluated_only(self, times: int) -> History:
+        """The history as a loop that evaluates ``times`` times by its newest step would
+        have measured it (an epoch loop evaluates rarely): of each evaluated series, the
+        measurements nearest ``times`` evenly spaced steps from 0 to the newest."""
+        if times < 2:
+            raise ValueError(f"times={times}: a history is evaluated at least twice (its start and now)")
+        wanted = np.linspace(0, self.newest_step or 0, times)
+        series = {}
+        for name, (steps, values) in self.series.items():
+            if name in EVALUATED_CURVES and len(steps):
+                nearest = np.unique(np.abs(steps[:, None] - wanted[None, :]).argmin(axis=0))
+                steps, values = steps[nearest], values[nearest]
+            series[name] = (steps, values)
+        return History(series, self.hyperparameters)
 
     def with_hyperparameters(self, hyperparameters: Mapping[str, float] | None) -> History:
         return History(self.series, hyperparameters)

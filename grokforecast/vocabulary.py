@@ -15,6 +15,8 @@ DEFAULT_GROK_THRESHOLD = 0.95
 SERIES = ("train_loss", "val_loss", "val_acc")
 #: The curves a grokforecast trainer records that the forecaster reads.
 CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
+#: Those of them measured at evaluations (every ``eval_every`` steps), not at every step.
+EVALUATED_CURVES = ("val_loss", "val_acc", "weight_norm")
 #: The hyperparameters the forecaster reads, by the names a trial's parameters carry.
 HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
 #: How a user's search space commonly spells each of them: a trial parameter is recognised

@@ -304,6 +304,42 @@ def test_held_out_cell_scores_are_the_mean_over_repeated_splits() -> None:
             assert one.auc == other.auc
 
 
+def test_a_history_evaluated_only_a_few_times_keeps_its_per_step_training_curves(quadratic: list) -> None:
+    history = probe_history(quadratic[0], 0.1)
+    epochs = history.evaluated_only(3)
+    probe = history.newest_step
+    for name in ("val_loss", "val_acc", "weight_norm"):
+        assert epochs[f"{name}_steps"].tolist() == [0, probe // 2, probe]
+        assert epochs[name].tolist() == [
+            history[name][history[f"{name}_steps"] == s][0] for s in (0, probe // 2, probe)
+        ]
+    assert epochs["train_loss"].tolist() == history["train_loss"].tolist()
+    with pytest.raises(ValueError, match="times=1"):
+        history.evaluated_only(1)
+
+
+def test_the_forecast_benchmark_scores_runs_seen_once_an_epoch_with_the_forecaster_fitted_as_shipped() -> (
+    None
+):
+    from grokforecast.bench.forecast_eval import evaluate
+
+    records = [*load_corpus("quadratic_add97"), *load_corpus("digits_omnigrok")]
+    every = evaluate(records, fractions=(0.1,), repeats=1)
+    epochs = evaluate(records, fractions=(0.1,), repeats=1, evaluations=2)
+    assert [(s.variant, s.protocol, s.workload) for s in epochs] == [
+        (s.variant, s.protocol, s.workload) for s in every
+    ]
+    by_variant = {
+        (s.variant, s.workload): (a.auc, s.auc)
+        for a, s in zip(every, epochs, strict=True)
+        if s.protocol == "family"
+    }
+    assert (
+        by_variant[("train_loss", "quadratic_add97")][0] == by_variant[("train_loss", "quadratic_add97")][1]
+    )
+    assert any(full != thinned for full, thinned in by_variant.values())
+
+
 @pytest.mark.parametrize("every", [1, 10])
 def test_the_band_energy_is_a_part_of_the_activity_however_sparse_the_reports(every: int) -> None:
     """A loss reported every 10 steps up to step 150 is 16 points: its band energy must

@@ -129,25 +129,28 @@ def out_of_fold(
     families: np.ndarray,
     corpora: np.ndarray,
     fitted_at: Sequence[float] = DEFAULT_PROBE_FRACTIONS,
+    scored: Mapping[float, np.ndarray] | None = None,
 ) -> dict[float, np.ndarray]:
     """Predictions at each probe fraction of ``matrices`` for each held-out fold, from a
     forecaster fitted on the rest as the shipped one is (:func:`fit_at_probes`: on their
     histories at the fractions ``fitted_at`` together, each weight held to the direction
-    the fold's families agree on).
+    the fold's families agree on). ``scored``: other features of the same runs to predict
+    from instead (as a user's loop would have measured them), by probe fraction.
 
     A feature some runs do not have (NaN: the embedding spectrum of a model without an
     embedding) is filled with the training rows' mean, where it moves no forecast.
     """
     forecaster = GrokForecaster(**variant)
-    p = {fraction: np.full(len(labels), np.nan) for fraction in matrices}
+    predicted_from = matrices if scored is None else scored
+    p = {fraction: np.full(len(labels), np.nan) for fraction in predicted_from}
     for held_out in folds:
         train = np.setdiff1d(np.arange(len(labels)), held_out)
         fill = np.nanmean(np.vstack([matrices[f][train] for f in fitted_at]), axis=0)
-        filled = {f: np.where(np.isnan(m), fill, m) for f, m in matrices.items()}
-        fitted_on = {f: filled[f][train] for f in fitted_at}
+        fitted_on = {f: np.where(np.isnan(matrices[f]), fill, matrices[f])[train] for f in fitted_at}
         fit_at_probes(forecaster, fitted_on, labels[train], families[train], corpora[train])
-        for fraction, matrix in filled.items():
-            p[fraction][held_out] = forecaster.predict_proba_features(matrix[held_out])
+        for fraction, matrix in predicted_from.items():
+            filled = np.where(np.isnan(matrix), fill, matrix)
+            p[fraction][held_out] = forecaster.predict_proba_features(filled[held_out])
     return p
 
 
@@ -158,11 +161,15 @@ def evaluate(
     max_fpr: float = 0.1,
     seed: int = 0,
     repeats: int = 5,
+    evaluations: int | None = None,
 ) -> list[Score]:
     """Score every variant under both protocols at every probe fraction.
 
     The ``cells`` protocol is repeated over ``repeats`` shuffles of its folds (seeds
     ``seed``, ``seed + 1``, ...) and averaged; leaving a workload out has one split only.
+    With ``evaluations``, the runs scored show only that many evaluations by each probe
+    (:meth:`History.evaluated_only`), as a loop evaluating once an epoch would; the
+    forecaster is fitted on the recorded evaluations, as the shipped one is.
     """
     from sklearn.model_selection import GroupKFold
 
@@ -188,13 +195,24 @@ def evaluate(
         fraction: full.feature_matrix([probe_history(r, fraction) for r in records])
         for fraction in sorted({*DEFAULT_PROBE_FRACTIONS, *fractions})
     }
+    scored = matrices
+    if evaluations is not None:
+        scored = {
+            fraction: full.feature_matrix(
+                [probe_history(r, fraction).evaluated_only(evaluations) for r in records]
+            )
+            for fraction in fractions
+        }
     scores = []
     for name, variant in VARIANTS.items():
         columns = [full.features.index(f) for f in GrokForecaster(**variant).features]
         variant_matrices = {fraction: matrix[:, columns] for fraction, matrix in matrices.items()}
+        variant_scored = {fraction: matrix[:, columns] for fraction, matrix in scored.items()}
         for protocol, fold_sets in splits.items():
             predictions = [
-                out_of_fold(variant_matrices, labels, folds, variant, families, workloads)
+                out_of_fold(
+                    variant_matrices, labels, folds, variant, families, workloads, scored=variant_scored
+                )
                 for folds in fold_sets
             ]
             for fraction in fractions:

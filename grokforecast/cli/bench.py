@@ -129,18 +129,29 @@ def grokfast_speedup(**settings) -> None:
     help="Shuffles of the held-out-cell folds; their scores are averaged.",
 )
 @click.option(
+    "--evaluations",
+    type=click.IntRange(min=2),
+    help="Score runs as if evaluated only this many times by the probe (once an epoch, say) "
+    "[default: every recorded evaluation].",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the markdown table to this file.",
 )
 def forecast(
-    corpora: tuple[str, ...], fractions: tuple[float, ...], repeats: int, output: Path | None
+    corpora: tuple[str, ...],
+    fractions: tuple[float, ...],
+    repeats: int,
+    evaluations: int | None,
+    output: Path | None,
 ) -> None:
     """ROC AUC, recall at 10 % FPR and calibration of the forecaster on held-out runs."""
     from grokforecast.bench.forecast_eval import evaluate, markdown_table
     from grokforecast.corpus import load_corpus
 
-    table = markdown_table(evaluate(load_corpus(*corpora), fractions, repeats=repeats))
+    scores = evaluate(load_corpus(*corpora), fractions, repeats=repeats, evaluations=evaluations)
+    table = markdown_table(scores)
     click.echo(table)
     if output is not None:
         output.write_text(table + "\n")
