@@ -11,9 +11,10 @@ from grokforecast.errors import GrokforecastError
 from grokforecast.forecast import PRETRAINED_INPUTS, GrokForecaster, fit_grok_time
 from grokforecast.forecast.features import FEATURE_GROUPS, extract_features
 from grokforecast.forecast.fitting import (
+    DEFAULT_PROBE_FRACTIONS,
     MIN_SLOPE,
     WEIGHTINGS,
-    choose_weighting,
+    choose_fit,
     fit_at_probes,
     fit_on_records,
     probe_history,
@@ -70,6 +71,7 @@ def test_the_shipped_scale_is_calibrated_for_families_the_fit_did_not_see() -> N
             family_of[rest],
             corpus_of[rest],
             rescaled.weighting,
+            rescaled.weighted_groups,
         )
         held_out = without.predict_logit_features(matrix[~rest])
         forecast += (1 / (1 + np.exp(-(slope * held_out + intercept)))).sum()
@@ -128,31 +130,87 @@ def test_consistent_weights_are_fitted_only_in_their_intercept() -> None:
         fit_at_probes(forecaster, {0.1: matrix}, labels, families, families, weighting="equal")
 
 
-def test_the_weighting_chosen_is_the_one_that_ranks_a_held_out_family_best() -> None:
+Probed = dict[float, np.ndarray]
+
+
+def _held_out_aucs(
+    matrices: Probed, labels: np.ndarray, families: np.ndarray, corpora: np.ndarray, weighting: str, groups
+) -> list[float]:
+    """Each corpus's ROC AUC at the longest probe from a fit on the other families,
+    weighted as told."""
+    aucs = []
+    for family in sorted(set(families.tolist())):
+        rest = families != family
+        forecaster = GrokForecaster(CURVE_GROUPS)
+        fitted_on = {f: m[rest] for f, m in matrices.items()}
+        fit_at_probes(forecaster, fitted_on, labels[rest], families[rest], corpora[rest], weighting, groups)
+        logits = forecaster.predict_logit_features(matrices[max(matrices)][~rest])
+        for corpus in sorted(set(corpora[~rest].tolist())):
+            rows = corpora[~rest] == corpus
+            aucs.append(roc_auc_score(labels[~rest][rows], logits[rows]))
+    return aucs
+
+
+@pytest.fixture(scope="module")
+def every_corpus_probed() -> tuple[Probed, np.ndarray, np.ndarray, np.ndarray]:
+    """Every shipped run's curve features at the probes the shipped calibrations are fitted at."""
     records = usable_records(load_corpus())
+    matrices = {
+        f: GrokForecaster(CURVE_GROUPS).feature_matrix([probe_history(r, f) for r in records])
+        for f in DEFAULT_PROBE_FRACTIONS
+    }
     labels = np.array([r.grokked for r in records], dtype=int)
-    families, corpora = np.array([r.family for r in records]), np.array([r.corpus for r in records])
-    matrices = {0.1: GrokForecaster(CURVE_GROUPS).feature_matrix([probe_history(r, 0.1) for r in records])}
-    mean_auc = {}
-    for weighting in WEIGHTINGS:
-        aucs = []
-        for family in set(families.tolist()):
-            rest = families != family
-            forecaster = GrokForecaster(CURVE_GROUPS)
-            fit_at_probes(
-                forecaster, {0.1: matrices[0.1][rest]}, labels[rest], families[rest], corpora[rest], weighting
-            )
-            logits = forecaster.predict_logit_features(matrices[0.1][~rest])
-            for corpus in set(corpora[~rest].tolist()):
-                rows = corpora[~rest] == corpus
-                aucs.append(roc_auc_score(labels[~rest][rows], logits[rows]))
-        mean_auc[weighting] = np.mean(aucs)
-    chosen = choose_weighting(GrokForecaster(CURVE_GROUPS), matrices, labels, families, corpora)
-    assert mean_auc[chosen] == max(mean_auc.values())
-    two_families = np.isin(families, ["digits_mlp", "sparse_parity"])
-    few = {0.1: matrices[0.1][two_families]}
-    args = (labels[two_families], families[two_families], corpora[two_families])
-    assert choose_weighting(GrokForecaster(CURVE_GROUPS), few, *args) == "logistic"
+    return matrices, labels, np.array([r.family for r in records]), np.array([r.corpus for r in records])
+
+
+def _rows(matrices: Probed, rows: np.ndarray) -> Probed:
+    return {f: m[rows] for f, m in matrices.items()}
+
+
+def test_the_weighting_chosen_is_the_one_that_ranks_a_held_out_family_best(every_corpus_probed) -> None:
+    matrices, labels, families, corpora = every_corpus_probed
+    mean_auc = {
+        w: np.mean(_held_out_aucs(matrices, labels, families, corpora, w, CURVE_GROUPS)) for w in WEIGHTINGS
+    }
+    forecaster = GrokForecaster(CURVE_GROUPS)
+    groups, chosen = choose_fit(forecaster, matrices, labels, families, corpora, weighted_groups=CURVE_GROUPS)
+    assert groups == CURVE_GROUPS and mean_auc[chosen] == max(mean_auc.values())
+    two = np.isin(families, ["digits_mlp", "sparse_parity"])
+    assert choose_fit(forecaster, _rows(matrices, two), labels[two], families[two], corpora[two]) == (
+        CURVE_GROUPS,
+        "logistic",
+    )
+
+
+def test_fewer_groups_are_weighed_only_where_they_rank_held_out_families_clearly_better(
+    every_corpus_probed,
+) -> None:
+    """Without the digits MLP, the curves' groups are chosen among every subset: the one
+    chosen beats every group by more than a standard error, family by family held out,
+    and it ranks the digits runs, which it never saw, better than every group does."""
+    matrices, labels, families, corpora = every_corpus_probed
+    known = families != "digits_mlp"
+    seen = _rows(matrices, known)
+    args = (labels[known], families[known], corpora[known])
+    groups, weighting = choose_fit(GrokForecaster(CURVE_GROUPS), seen, *args)
+    assert set(groups) < set(CURVE_GROUPS)
+    chosen = np.array(_held_out_aucs(seen, *args, weighting, groups))
+    widest = max((np.array(_held_out_aucs(seen, *args, w, CURVE_GROUPS)) for w in WEIGHTINGS), key=np.mean)
+    gains = chosen - widest
+    assert gains.mean() > gains.std(ddof=1) / np.sqrt(len(gains))
+
+    def digits_auc(weights_by: str, weighted: tuple[str, ...]) -> float:
+        forecaster = fit_at_probes(GrokForecaster(CURVE_GROUPS), seen, *args, weights_by, weighted)
+        logits = forecaster.predict_logit_features(matrices[0.1][~known])
+        digits = [corpora[~known] == c for c in sorted(set(corpora[~known].tolist()))]
+        return np.mean([roc_auc_score(labels[~known][rows], logits[rows]) for rows in digits])
+
+    assert digits_auc(weighting, groups) > max(digits_auc(w, CURVE_GROUPS) for w in WEIGHTINGS)
+    forecaster = fit_at_probes(GrokForecaster(CURVE_GROUPS), seen, *args)
+    weighed = {f for f, w in zip(forecaster.features, forecaster.to_dict()["weights"], strict=True) if w}
+    assert weighed <= {f for g in groups for f in FEATURE_GROUPS[g]} and forecaster.weighted_groups == groups
+    with pytest.raises(ValueError, match=r"weighted_groups=\['hyperparameters'\] must be a non-empty subset"):
+        fit_at_probes(forecaster, seen, *args, weighted_groups=("hyperparameters",))
 
 
 def test_save_and_load_give_the_same_forecasts(quadratic: list, tmp_path: Path) -> None:
@@ -162,6 +220,9 @@ def test_save_and_load_give_the_same_forecasts(quadratic: list, tmp_path: Path) 
     history = probe_history(quadratic[3], 0.05)
     assert again.predict_proba(history) == forecaster.predict_proba(history)
     assert again.features == forecaster.features
+    shipped = GrokForecaster.pretrained("full+hyperparameters")
+    shipped.save(tmp_path / "shipped.json")
+    assert GrokForecaster.load(tmp_path / "shipped.json").weighted_groups == shipped.weighted_groups
 
 
 @pytest.mark.parametrize("inputs", sorted(PRETRAINED_INPUTS))

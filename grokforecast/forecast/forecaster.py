@@ -166,6 +166,9 @@ class GrokForecaster:
         #: feature's weakest direction over the fitted families, :mod:`~.transfer`) or
         #: ``"given"`` (by the caller of :meth:`fit_features`).
         self.weighting = "logistic"
+        #: The groups whose features may carry weight (the others' weights are 0): every
+        #: group, unless :func:`~grokforecast.forecast.fitting.fit_at_probes` chose fewer.
+        self.weighted_groups = self.groups
 
     @property
     def fitted(self) -> bool:
@@ -213,6 +216,7 @@ class GrokForecaster:
         the intercept (:attr:`weighting` is then ``"given"``, until
         :func:`~grokforecast.forecast.fitting.fit_at_probes` names the rule it took them from)."""
         labels = np.asarray(grokked, dtype=int)
+        self.weighted_groups = self.groups
         if len(labels) != len(matrix):
             raise ValueError(f"{len(matrix)} histories but {len(labels)} labels")
         if len(set(labels.tolist())) < 2:
@@ -303,6 +307,7 @@ class GrokForecaster:
             "weights": self._weights.tolist(),
             "intercept": self._intercept,
             "weighting": self.weighting,
+            "weighted_groups": list(self.weighted_groups),
         }
 
     @classmethod
@@ -318,6 +323,7 @@ class GrokForecaster:
         forecaster._mean, forecaster._scale = np.array(data["mean"]), np.array(data["scale"])
         forecaster._weights, forecaster._intercept = np.array(data["weights"]), float(data["intercept"])
         forecaster.weighting = data.get("weighting", "logistic")
+        forecaster.weighted_groups = tuple(data.get("weighted_groups", forecaster.groups))
         return forecaster
 
     def save(self, path: str | Path) -> None:

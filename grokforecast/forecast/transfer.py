@@ -18,8 +18,9 @@ How much weight each agreed feature gets is the second question. A logistic regr
 fits it; :func:`consistent_weights` instead gives each feature its weakest direction over
 the families, fitting nothing that could be traded between them. From the curves alone
 the second ranks new families better; with the hyperparameters the fit does, so the
-fitting step takes whichever ranks a left-out family best among the families at hand
-(:func:`grokforecast.forecast.fitting.choose_weighting`; the measurements are in
+fitting step takes whichever ranks a left-out family best among the families at hand,
+and with it which feature groups may carry weight at all
+(:func:`grokforecast.forecast.fitting.choose_fit`; the measurements are in
 ``docs/benchmarks-history.md``).
 
 Example:
