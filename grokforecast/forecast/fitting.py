@@ -258,8 +258,8 @@ def fitted_without(inputs: str, families: tuple[str, ...]) -> GrokForecaster:
     """The calibration for ``inputs`` (:func:`~grokforecast.forecast.forecaster.inputs_key`)
     fitted on the shipped corpora of every model family but ``families``: with families
     named, the forecaster a user of one of them would have if the project had never
-    recorded it; with none, a calibration no file ships (a second or so, once per
-    process).
+    recorded it; with none, a calibration no file ships (a few seconds: :func:`choose_fit`
+    tries every subset of the groups; once per process).
 
     Example:
 

@@ -367,7 +367,7 @@ class GrokForecaster:
         (``"train_loss"``, ``"val_loss+val_acc"``, ...), each also with
         ``"+hyperparameters"`` (the run's lr, weight decay and data fraction). The
         calibrations of :data:`PRETRAINED_INPUTS` ship as files; any other is fitted
-        from the shipped corpus when first asked for (a second or two, once per process).
+        from the shipped corpus when first asked for (a few seconds, once per process).
         """
         groups_of(inputs)  # a one-line error for a name that reads nothing known
         if inputs not in PRETRAINED_INPUTS:

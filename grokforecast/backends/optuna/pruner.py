@@ -141,7 +141,7 @@ class HjorthPruner(BasePruner):
             Model families whose shipped corpora the forecaster is fitted without
             (``("modular_transformer",)``, ...; :func:`~grokforecast.corpus.shipped_families`
             lists them): on a study of such a family, the forecast a model the project never
-            recorded gets. The calibrations are refitted when first needed, a second or so each.
+            recorded gets. The calibrations are refitted when first needed, a few seconds each.
         seed:
             Seed of the exploration draws.
     """
