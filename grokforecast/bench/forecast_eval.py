@@ -195,7 +195,7 @@ def evaluate(
         fraction: full.feature_matrix([probe_history(r, fraction) for r in records])
         for fraction in sorted({*DEFAULT_PROBE_FRACTIONS, *fractions})
     }
-    scored = matrices
+    scored = None
     if evaluations is not None:
         scored = {
             fraction: full.feature_matrix(
@@ -207,7 +207,7 @@ def evaluate(
     for name, variant in VARIANTS.items():
         columns = [full.features.index(f) for f in GrokForecaster(**variant).features]
         variant_matrices = {fraction: matrix[:, columns] for fraction, matrix in matrices.items()}
-        variant_scored = {fraction: matrix[:, columns] for fraction, matrix in scored.items()}
+        variant_scored = None if scored is None else {f: matrix[:, columns] for f, matrix in scored.items()}
         for protocol, fold_sets in splits.items():
             predictions = [
                 out_of_fold(

@@ -72,11 +72,8 @@ FEWEST_POINTS = 2
 
 def fewest_points(name: str) -> int:
     """The fewest points of series ``name`` its features are read from: two, or for the
-    training loss, as many as leave its detrended residual :data:`MIN_LENGTH` points (its
-    Hjorth signature needs second differences)."""
-    if name != "train_loss":
-        return FEWEST_POINTS
-    return next(n for n in itertools.count(MIN_LENGTH) if n >= detrend_window(n) + MIN_LENGTH - 1)
+    training loss :data:`SIGNATURE_POINTS`."""
+    return SIGNATURE_POINTS if name == "train_loss" else FEWEST_POINTS
 
 
 def series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -152,6 +149,12 @@ def detrend_window(n_points: int) -> int:
     window and its spectrum resolves the band below the window's cut-off (otherwise the
     band energy is the whole residual, equal to the activity)."""
     return max(3, min(25, n_points // 2))
+
+
+#: The fewest points of a training loss its signature is read from: as many as leave its
+#: detrended residual :data:`MIN_LENGTH` points (the Hjorth parameters need second
+#: differences).
+SIGNATURE_POINTS = next(n for n in itertools.count(MIN_LENGTH) if n >= detrend_window(n) + MIN_LENGTH - 1)
 
 
 def _train_loss_features(history: HistoryLike) -> dict[str, float]:
