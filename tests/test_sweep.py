@@ -304,9 +304,11 @@ def test_a_population_sweep_refills_its_slots_and_trains_each_trial_as_alone(in_
         assert (
             len(curves["train_loss"][1]) == len(alone.curves.train_loss) == trial.user_attrs["steps_trained"]
         )
-        # To the probe as alone (batched matmuls round differently; a long run amplifies that)
+        # To the probe as alone, to the tolerance tests/test_population.py holds every
+        # workload to (batched matmuls round differently, and the steps amplify it: CI saw a
+        # relative 2.4e-5 by the probe, against the 1e-5 this test had asked for)
         np.testing.assert_allclose(
-            curves["train_loss"][1][:probe], alone.curves.train_loss[:probe], rtol=1e-5
+            curves["train_loss"][1][:probe], alone.curves.train_loss[:probe], rtol=1e-4
         )
         decision = trial.user_attrs[DECISION_ATTR]  # and the decision as alone
         history = History.from_curves(alone.curves, hyperparameters=hyperparameters_from(trial.params))
