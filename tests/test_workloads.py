@@ -79,3 +79,39 @@ def test_a_user_workload_trains_like_a_builtin_one() -> None:
     trainer.run()
     assert trainer.curves.eval_steps == [0, 5, 10, 15, 20]
     assert workload_options("test_parity") == {"n_bits": 6}
+
+
+def _embedding_mlp_outputs(
+    model: torch.nn.Module, stack: dict[str, torch.Tensor], pairs: torch.Tensor
+) -> list[torch.Tensor]:
+    """Logits alone, logits of the stack, and every gradient of their sum."""
+    for tensor in (*model.parameters(), *stack.values()):
+        tensor.grad = None
+    alone, stacked = model(pairs[0]), model.forward_stacked(stack, pairs)
+    (alone.square().sum() + stacked.square().sum()).backward()
+    grads = [tensor.grad for tensor in (*model.parameters(), *stack.values())]
+    return [alone.detach(), stacked.detach(), *grads]
+
+
+def test_the_embedding_mlp_computed_as_a_lookup_equals_the_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lookup (above its size threshold) and the matmul (below) give the same logits
+    and gradients, alone and for three stacked copies with their own parameters and rows."""
+    from grokforecast.training import models
+
+    torch.manual_seed(0)
+    model = models.EmbeddingMLP(p=13, embed_dim=8, hidden=16)
+    stack = {
+        name: torch.stack([param.detach() * (1 + 0.5 * i) for i in range(3)]).requires_grad_()
+        for name, param in model.named_parameters()
+    }
+    pairs = torch.randint(0, 13, (3, 40, 2))
+    computed = {}
+    for way, threshold in (("lookup", 0), ("matmul", float("inf"))):
+        monkeypatch.setattr(models, "LOOKUP_MIN_MACS", threshold)
+        computed[way] = _embedding_mlp_outputs(model, stack, pairs)
+    for lookup, matmul in zip(computed["lookup"], computed["matmul"], strict=True):
+        torch.testing.assert_close(lookup, matmul, rtol=1e-4, atol=1e-5)
+    # Each copy is its own model on its own rows (no slot reads another's table).
+    copy = models.EmbeddingMLP(p=13, embed_dim=8, hidden=16)
+    copy.load_state_dict({name: tensor[2].detach() for name, tensor in stack.items()})
+    torch.testing.assert_close(computed["lookup"][1][2], copy(pairs[2]).detach(), rtol=1e-5, atol=1e-6)
