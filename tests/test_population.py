@@ -185,3 +185,26 @@ def test_a_trial_that_cannot_share_the_stack_is_refused_naming_why(settings: dic
         population.admit(Trainer(TrainConfig(**{**misfit.to_dict(), **settings})))
     with pytest.raises(ConfigError, match="capacity=0 must be at least 1"):
         Population(capacity=0)
+
+
+def test_a_populations_work_is_counted_as_it_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench population`` counts a population's FLOPs as the stack computes them: the
+    embedding MLP's lookup does less work than its matmul, and one counted step trains
+    every member once without evaluating."""
+    from grokforecast.bench.population import flops_per_step, flops_per_trial_step
+    from grokforecast.training import models
+
+    configs = _configs("modular_mlp", {}, {})
+    counted = {}
+    for way, threshold in (("lookup", 0), ("matmul", float("inf"))):
+        monkeypatch.setattr(models, "LOOKUP_MIN_MACS", threshold)
+        population = Population(capacity=2)
+        members = [population.member(population.admit(Trainer(config))) for config in configs]
+        population.run(10)
+        counted[way] = flops_per_trial_step(population)
+        assert [m.step for m in members] == [11, 11]
+        assert [m.curves.eval_steps for m in members] == [[0, 10], [0, 10]]
+    monkeypatch.setattr(models, "LOOKUP_MIN_MACS", float("inf"))
+    lone = sum(flops_per_step(config) for config in configs) / len(configs)
+    assert counted["matmul"] >= lone  # the shorter training set is padded, not skipped
+    assert counted["lookup"] < 0.6 * counted["matmul"]

@@ -4,9 +4,10 @@ Each model is trained as ``K`` trials with their own learning rate, weight decay
 fraction (drawn from the quickstart's search space): once one after another, as a sweep
 worker trains one trial per process, and once as a :class:`Population` of ``K``. Both
 evaluate every ``eval_every`` steps, as a sweep's trials do. The work per trial step is
-counted by PyTorch's ``FlopCounterMode`` (forward and backward of one update); the
-machine's own rate is a dense float32 matmul timed in the same run, so "share of the
-roofline" is FLOP/s reached over FLOP/s the machine's matmul reaches.
+counted by PyTorch's ``FlopCounterMode`` (forward and backward of one update, as each
+trial alone or the population computes it); the machine's own rate is a dense float32
+matmul timed in the same run, so "share of the roofline" is FLOP/s reached over FLOP/s
+the machine's matmul reaches.
 
 :func:`end_to_end` runs a study file's whole sweep, pruning included, one trial at a time
 and then with a population, on the same trials in the same order, and says which grokked.
@@ -88,12 +89,24 @@ def configs(options: dict, k: int, steps: int, seed: int = 0) -> list[TrainConfi
 
 
 def flops_per_step(config: TrainConfig) -> float:
-    """Forward and backward FLOPs of one update of a ``config`` trial."""
+    """Forward and backward FLOPs of one update of a ``config`` trial alone."""
+    trainer = Trainer(config)
+    return _counted_flops(lambda: trainer.train_step(config.lr))
+
+
+def flops_per_trial_step(population: Population) -> float:
+    """Forward and backward FLOPs of one update of ``population``, per member: a model may
+    compute a stack another way than one copy (the embedding MLP's lookup), so a
+    population's work is counted as it is done. The population must be evaluated at its
+    current step (as after a run), so that the counted step holds no evaluation."""
+    return _counted_flops(lambda: population.run(1, segment_ends=())) / len(population.occupied)
+
+
+def _counted_flops(work: Callable[[], object]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    trainer = Trainer(config)
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(config.lr)
+        work()
     return float(counter.get_total_flops())
 
 
@@ -128,9 +141,11 @@ def measure(model: str, options: dict, populations: tuple[int, ...], steps: int)
         for config in trials[:k]:
             population.admit(Trainer(config))
         population.run(EVAL_EVERY)  # warm-up: the first stacked call allocates (and traces, under vmap)
+        work_in_population = flops_per_trial_step(population)
+        population.run(EVAL_EVERY - 1)  # back to a whole number of evaluation intervals
         half = EVAL_EVERY * max(1, (steps - EVAL_EVERY) // (2 * EVAL_EVERY))
         rate = k * half / min(_timed(population.run, half) for _ in range(2))
-        yield Throughput(model, k, rate, rate * work, population.bytes_per_member(), alone[k])
+        yield Throughput(model, k, rate, rate * work_in_population, population.bytes_per_member(), alone[k])
 
 
 def _timed(run: Callable[[int], object], argument: int) -> float:
