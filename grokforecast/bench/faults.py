@@ -93,6 +93,8 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
             )
         runner = _wait_for_a_trial_at(plan, sweep, step=rng.randrange(1, plan.spec.budget.full_steps))
         time.sleep(rng.uniform(*KILL_AFTER_SECONDS))
+        if runner is not None and runner not in _workers_of_running_trials(plan):
+            runner = _a_worker_running_a_trial(plan, sweep)  # its trial ended in the pause
         if sweep.poll() is not None:
             continue  # the sweep finished the study first: nothing left to kill
         if runner in worker_processes(sweep.pid) and rng.random() < 0.5:
@@ -126,6 +128,25 @@ def _wait_for_a_trial_at(plan: SweepPlan, sweep: subprocess.Popen, step: int) ->
             if trial.number not in before and max(trial.intermediate_values, default=-1) >= step:
                 worker = worker_of(trial)
                 return worker[1] if worker else None
+        time.sleep(0.1)
+    return None
+
+
+def _workers_of_running_trials(plan: SweepPlan) -> set[int]:
+    """The process ids recorded as the workers of the study's RUNNING trials."""
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return {worker[1] for worker in map(worker_of, running) if worker is not None}
+
+
+def _a_worker_running_a_trial(plan: SweepPlan, sweep: subprocess.Popen) -> int | None:
+    """Until one of the sweep's live processes runs a trial, or the sweep ends: that process
+    (a small model's trial can end within the pause before a kill, which then would
+    interrupt nothing)."""
+    while sweep.poll() is None:
+        running = _workers_of_running_trials(plan) & {sweep.pid, *worker_processes(sweep.pid)}
+        if running:
+            return min(running)
         time.sleep(0.1)
     return None
 
