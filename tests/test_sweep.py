@@ -320,6 +320,46 @@ def test_a_population_sweep_refills_its_slots_and_trains_each_trial_as_alone(in_
             assert decision["decision"] == ("prune" if forecast < 0.5 else "keep")
 
 
+def test_a_population_trains_on_one_thread_of_its_own_and_its_trials_threads_on_one_core(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenMP throttles every team once more threads use it than there are cores: the
+    population trains on a single thread with the worker's intra-op threads, each trial's
+    own thread builds its trainer single-threaded, and the training thread ends with the
+    worker."""
+    import torch
+
+    from grokforecast.sweep import lifecycle
+    from grokforecast.training.population import Population
+
+    seen: dict[str, set] = {"training": set(), "trials": set()}
+    population_run, start = Population.run, lifecycle.TrialLifecycle._start
+
+    def recorded_run(self: Population, *args: object, **kwargs: object) -> object:
+        seen["training"].add((threading.current_thread().name, torch.get_num_threads()))
+        return population_run(self, *args, **kwargs)
+
+    def recorded_start(self: lifecycle.TrialLifecycle) -> object:
+        seen["trials"].add((threading.current_thread().name, torch.get_num_threads()))
+        return start(self)
+
+    monkeypatch.setattr(Population, "run", recorded_run)
+    monkeypatch.setattr(lifecycle.TrialLifecycle, "_start", recorded_start)
+    text = study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=4, threshold=0.5)
+    plan = SweepPlan.load(write_study(in_tmp, text.replace("hold_steps", "population = 2\nhold_steps")))
+    create_study(plan)
+    threads = torch.get_num_threads()
+    try:
+        run_worker(plan)
+        (training_thread, training_threads), *others = seen["training"]
+        assert not others and training_thread.startswith("grokforecast-population")
+        assert training_threads == threads
+        assert {count for _, count in seen["trials"]} == {1}
+        assert not [t for t in threading.enumerate() if t.name.startswith("grokforecast-population")]
+    finally:
+        torch.set_num_threads(threads)  # a trial's thread set 1 for threads started later
+
+
 def test_keep_checkpoints_keeps_a_finished_trials_last_checkpoint(in_tmp: Path) -> None:
     text = study_text("keep", n_trials=1, threshold=0.0).replace(
         "checkpoint_every = 100", "checkpoint_every = 100\nkeep_checkpoints = true"

@@ -21,11 +21,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from grokforecast.training import TrainConfig, Trainer
 from grokforecast.training.population import Population, training_state_bytes
+
+if TYPE_CHECKING:
+    from grokforecast.sweep.plan import SweepPlan
 
 #: The models measured: the quickstart's, a small one where single trials are
 #: overhead-bound, and a larger one.
@@ -184,13 +188,18 @@ class SweepRun:
 
 def end_to_end(study_file: Path, population: int, workdir: Path) -> tuple[SweepRun, SweepRun]:
     """The study file's sweep (pruning included) one trial at a time, then the same trials,
-    enqueued in the same order, with each worker training ``population`` at once."""
+    enqueued in the same order, with each worker training ``population`` at once.
+
+    Each sweep's worker runs in a fresh process, as ``grokforecast sweep`` runs it (its
+    start-up is timed too): a process that has trained on its main thread keeps an OpenMP
+    team there, which slows a population's training thread (``sweep/populations.py``).
+    """
     import contextlib
     import dataclasses
+    import multiprocessing
 
     import optuna
 
-    from grokforecast.backends.optuna.workers import run_worker
     from grokforecast.sweep.plan import SweepPlan
     from grokforecast.sweep.study import create_study
     from grokforecast.sweep.summary import ran_trials
@@ -207,10 +216,23 @@ def end_to_end(study_file: Path, population: int, workdir: Path) -> tuple[SweepR
             study = create_study(plan)
             for trial_params in params:  # the second sweep runs the first one's trials, in order
                 study.enqueue_trial(trial_params)
+            worker = multiprocessing.get_context("spawn").Process(target=_sweep_worker, args=(plan,))
             start = time.perf_counter()
-            run_worker(plan)
+            worker.start()
+            worker.join()
             seconds = time.perf_counter() - start
+            if worker.exitcode != 0:
+                raise RuntimeError(f"the sweep's worker (population {k}) exited with {worker.exitcode}")
             ran = ran_trials(optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url))
             params = params or [t.params for t in ran]
             runs.append(SweepRun(k, seconds, tuple(bool(t.user_attrs.get("grokked")) for t in ran)))
     return runs[0], runs[1]
+
+
+def _sweep_worker(plan: SweepPlan) -> None:
+    import optuna
+
+    from grokforecast.backends.optuna.workers import run_worker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run_worker(plan)

@@ -57,6 +57,10 @@ class Segments(Protocol):
     population shared with the worker's other trials
     (:class:`~grokforecast.sweep.populations.SharedPopulation`)."""
 
+    def enter(self) -> None:
+        """A trial begins on the calling thread, before it builds its trainer."""
+        ...
+
     def run(self, trainer: Trainer, until: int) -> RunStatus:
         """Train ``trainer`` to step ``until``, as ``trainer.run(until=until)`` does."""
         ...
@@ -68,6 +72,9 @@ class Segments(Protocol):
 
 class TrainAlone:
     """Each trial trains on its own (the default: one trial per process)."""
+
+    def enter(self) -> None:
+        pass
 
     def run(self, trainer: Trainer, until: int) -> RunStatus:
         return trainer.run(until=until)
@@ -191,6 +198,7 @@ class TrialLifecycle:
 
     def run(self) -> float:
         shutdown.raise_if_requested()  # asked to stop between trials: start none
+        self.segments.enter()
         trainer, resumed_from = self._start()
         try:
             return self._train(trainer, resumed_from)

@@ -13,6 +13,13 @@ slot to the next trial a thread asks Optuna for, so the population stays full un
 study is done. A killed worker leaves its trials RUNNING with stale heartbeats, as a lone
 worker does, and they are retried from their checkpoints.
 
+The population trains on a thread of its own, with the worker's intra-op threads, and
+each trial's thread does its own torch work (building its trainer, checkpoints) on one
+thread: once more threads run OpenMP teams than there are cores, OpenMP stops spinning
+between parallel regions, and each of the many small regions of a stacked step then waits
+for its threads to wake. In the trials' threads, a small model's population stepped 3-4x
+slower than in a process's main thread (BENCHMARKS.md).
+
 ``population = "auto"`` measures, before the sweep starts, which size trains the study's
 trials fastest on this device (:func:`choose_population`).
 """
@@ -22,12 +29,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
 
 import torch
 
 from grokforecast.sweep.spec import StudySpec
 from grokforecast.sweep.study import suggest
 from grokforecast.training import RunStatus, TrainConfig, Trainer
+from grokforecast.training.cpu_process import tune_for_cpu_training
 from grokforecast.training.population import Population, training_state_bytes
 
 
@@ -38,7 +49,8 @@ def holds_populations(spec: StudySpec) -> bool:
 
 class SharedPopulation:
     """The :class:`~grokforecast.sweep.lifecycle.Segments` of the trials of one worker's
-    threads: trained together, ``capacity`` at a time."""
+    threads: trained together, ``capacity`` at a time, on a training thread of their own
+    (close it with :meth:`close`, or use the object as a context manager)."""
 
     def __init__(self, capacity: int) -> None:
         self.population = Population(capacity)
@@ -46,6 +58,24 @@ class SharedPopulation:
         self._slots: dict[int, int] = {}  # id(trainer) -> its slot
         self._wanted: dict[int, int] = {}  # slot -> the step its segment ends at
         self._ended: dict[int, RunStatus] = {}  # slot -> how its segment ended
+        self._intra_op_threads = torch.get_num_threads()  # the worker's, for the training thread
+        self._training = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokforecast-population")
+
+    def __enter__(self) -> SharedPopulation:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the training thread (after the segment it is training, if any)."""
+        self._training.shutdown()
+
+    def enter(self) -> None:
+        """A trial's thread begins: its own torch work runs on one thread (module docstring)."""
+        torch.set_num_threads(1)
 
     def run(self, trainer: Trainer, until: int) -> RunStatus:
         with self._turn:
@@ -81,13 +111,25 @@ class SharedPopulation:
         left = {slot: until - population.member(slot).step for slot, until in self._wanted.items()}
         steps = max(0, min(left.values()))
         ending = [slot for slot, n in left.items() if n <= steps]
-        status = population.run(dict.fromkeys(left, steps), segment_ends=ending)
-        for slot, how in status.items():
-            if how is RunStatus.DIVERGED or slot in ending:
-                population.export(slot)
-                self._ended[slot] = how
-                del self._wanted[slot]
+        device = population.member(next(iter(left))).device  # every member's
+        settled = self._training.submit(self._run, device, dict.fromkeys(left, steps), ending).result()
+        for slot, how in settled.items():
+            self._ended[slot] = how
+            del self._wanted[slot]
         self._turn.notify_all()
+
+    def _run(self, device: torch.device, steps: Mapping[int, int], ending: list[int]) -> dict[int, RunStatus]:
+        """On the training thread: train, and export the slots whose segment ended or that
+        diverged (their state written into their trainers); returns how those ended."""
+        # Set at every call: a trial's thread setting 1 also sets it for threads not yet started.
+        torch.set_num_threads(self._intra_op_threads)
+        if device.type == "cpu":
+            tune_for_cpu_training()
+        status = self.population.run(steps, segment_ends=ending)
+        settled = {slot: how for slot, how in status.items() if how is RunStatus.DIVERGED or slot in ending}
+        for slot in settled:
+            self.population.export(slot)
+        return settled
 
 
 #: Population sizes ``population = "auto"`` measures, smallest first.
@@ -103,7 +145,19 @@ AUTO_STEPS = 10
 def choose_population(spec: StudySpec) -> tuple[int, str]:
     """``population = "auto"``: the population size that trains this study's trials fastest
     on this device, measured on a few trials drawn from its search space (one trial at a
-    time wherever no population is :data:`AUTO_MARGIN` faster), and a line saying why."""
+    time wherever no population is :data:`AUTO_MARGIN` faster), and a line saying why.
+
+    It measures on a thread that ends with the measurement, with the caller's intra-op
+    threads: the OpenMP team a thread starts lives as long as the thread, and one left on
+    the caller's would slow the population's training thread (module docstring).
+    """
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokforecast-population-auto") as measuring:
+        return measuring.submit(_measure_population, spec, threads).result()
+
+
+def _measure_population(spec: StudySpec, threads: int) -> tuple[int, str]:
+    torch.set_num_threads(threads)
     configs = _drawn_configs(spec, max(AUTO_SIZES))
     lone = [Trainer(config) for config in configs[:3]]
     lone[0].run(until=2)  # warm-up

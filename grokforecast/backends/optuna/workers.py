@@ -205,10 +205,11 @@ def run_worker(
     population = plan.spec.budget.population
     if population == "auto":  # measured here when no command measured it for every worker
         population, _ = choose_population(plan.spec)
-    run = TrialRun(plan, storage.engine, SharedPopulation(population) if population > 1 else None)
-    objective = within_target(run, target)
+    shared = SharedPopulation(population) if population > 1 else None
     # SurplusTrial: another worker claimed the last trial first; the study is at its target.
-    with graceful_stop(), contextlib.suppress(SurplusTrial):
+    with shared or contextlib.nullcontext(), graceful_stop(), contextlib.suppress(SurplusTrial):
+        run = TrialRun(plan, storage.engine, shared)
+        objective = within_target(run, target)
         study.optimize(
             objective,
             n_jobs=population,  # a population's trials: one thread each, trained together
