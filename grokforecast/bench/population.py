@@ -232,7 +232,8 @@ def end_to_end(study_file: Path, population: int, workdir: Path) -> tuple[SweepR
 def _sweep_worker(plan: SweepPlan) -> None:
     import optuna
 
-    from grokforecast.backends.optuna.workers import run_worker
+    from grokforecast.backends.optuna.workers import quiet_interrupted_trials, run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_interrupted_trials()  # as the CLI: a thread's surplus trial ran nothing
     run_worker(plan)
