@@ -348,16 +348,19 @@ def test_a_population_trains_on_one_thread_of_its_own_and_its_trials_threads_on_
     text = study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=4, threshold=0.5)
     plan = SweepPlan.load(write_study(in_tmp, text.replace("hold_steps", "population = 2\nhold_steps")))
     create_study(plan)
-    threads = torch.get_num_threads()
-    try:
-        run_worker(plan)
-        (training_thread, training_threads), *others = seen["training"]
-        assert not others and training_thread.startswith("grokforecast-population")
-        assert training_threads == threads
-        assert {count for _, count in seen["trials"]} == {1}
-        assert not [t for t in threading.enumerate() if t.name.startswith("grokforecast-population")]
-    finally:
-        torch.set_num_threads(threads)  # a trial's thread set 1 for threads started later
+    threads = 2  # the suite's fixture sets 1 for every test; a worker's count must show
+    torch.set_num_threads(threads)
+    run_worker(plan)
+    (training_thread, training_threads), *others = seen["training"]
+    assert not others and training_thread.startswith("grokforecast-population")
+    assert training_threads == threads
+    assert {count for _, count in seen["trials"]} == {1}
+    assert not [t for t in threading.enumerate() if t.name.startswith("grokforecast-population")]
+    later: list[int] = []  # a thread started after the sweep has the worker's intra-op threads
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [threads]
 
 
 def test_keep_checkpoints_keeps_a_finished_trials_last_checkpoint(in_tmp: Path) -> None:

@@ -70,8 +70,10 @@ class SharedPopulation:
         self.close()
 
     def close(self) -> None:
-        """Stop the training thread (after the segment it is training, if any)."""
+        """Stop the training thread (after the segment it is training, if any), and give
+        threads started later the worker's intra-op threads again (:meth:`enter` set 1)."""
         self._training.shutdown()
+        torch.set_num_threads(self._intra_op_threads)
 
     def enter(self) -> None:
         """A trial's thread begins: its own torch work runs on one thread (module docstring)."""
