@@ -78,3 +78,27 @@ def test_a_worker_takes_its_parents_death_signal_again_as_the_same_request(tmp_p
     while not answer.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert answer.exists() and answer.read_text() == "SIGTERM"  # not stopped at once: it lived on
+
+
+#: A worker whose parent still stands, sent SIGTERM twice (as the kernel does while the
+#: parent's threads exit one by one): it writes what it was asked.
+TWICE = """
+import os, signal, sys
+from pathlib import Path
+from grokforecast.sweep import shutdown
+shutdown.stop_with_parent(os.getppid())
+with shutdown.graceful_stop():
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
+    Path(sys.argv[1]).write_text(shutdown.requested().name)
+"""
+
+
+def test_a_worker_takes_a_repeated_sigterm_as_the_same_request_while_its_parent_stands(
+    tmp_path: Path,
+) -> None:
+    answer = tmp_path / "answer"
+    command = [sys.executable, "-c", TWICE, str(answer)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr  # not stopped at once by a KeyboardInterrupt
+    assert answer.read_text() == "SIGTERM"

@@ -12,9 +12,9 @@ signal a second time stops at once, as users expect of a program that is slow to
 Worker processes die with their parent: on Linux, a worker asks the kernel for SIGTERM when
 the parent is gone (:func:`stop_with_parent`), so a killed sweep leaves no orphan training.
 The kernel sends that signal again each time the orphan passes from one exiting thread
-of the parent to the next, so once the parent is gone a repeated SIGTERM is the same
-death, not a second request: it never stops the worker at once, which would leave its
-trial RUNNING in the middle of Optuna's record of it.
+of the parent to the next, while the parent's process id still stands, so in a worker a
+repeated SIGTERM is the same death, not a second request: it never stops the worker at
+once, which would leave its trial RUNNING in the middle of Optuna's record of it.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     global _requested
     if _requested is None:
         _requested = signal.Signals(signum)
-    elif signum == _requested and not _orphaned():  # Ctrl-C twice, kill twice: stop now
+    elif signum == _requested and not _parent_death(signum):  # Ctrl-C twice, kill twice: stop now
         raise KeyboardInterrupt
     # Another signal after the first (a worker's SIGTERM from its parent after the
     # terminal's Ctrl-C reached them both), or the parent's death signal again, is the
@@ -114,9 +114,12 @@ def graceful_stop() -> Iterator[None]:
             _requested = None
 
 
-def _orphaned() -> bool:
-    """Whether this is a worker whose parent is gone (see the module's docstring)."""
-    return _parent_pid is not None and os.getppid() != _parent_pid
+def _parent_death(signum: int) -> bool:
+    """Whether ``signum`` may be a worker's parent-death signal (:func:`stop_with_parent`):
+    SIGTERM in a worker. The kernel sends it again as each of the dying parent's threads
+    exits, before the worker's parent id changes, so a worker's repeated SIGTERM is never a
+    second request (stop a stuck worker with SIGKILL)."""
+    return _parent_pid is not None and signum == signal.SIGTERM
 
 
 def stop_with_parent(parent_pid: int) -> None:
