@@ -81,6 +81,7 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
     command = [*_grokforecast(), "resume", str(plan.spec_path), "--storage", plan.storage_url]
     command += ["--workers", str(workers)]
     made = worker_kills = 0
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     sweep: subprocess.Popen | None = None
     for _ in range(kills):
         if sweep is None or sweep.poll() is not None:  # (re)start the sweep: a resume
@@ -91,10 +92,10 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
                 start_new_session=True,
                 cwd=plan.spec_path.parent,  # checkpoints under the study file's folder
             )
-        runner = _wait_for_a_trial_at(plan, sweep, step=rng.randrange(1, plan.spec.budget.full_steps))
+        runner = _wait_for_a_trial_at(study, sweep, step=rng.randrange(1, plan.spec.budget.full_steps))
         time.sleep(rng.uniform(*KILL_AFTER_SECONDS))
-        if runner is not None and runner not in _workers_of_running_trials(plan):
-            runner = _a_worker_running_a_trial(plan, sweep)  # its trial ended in the pause
+        if runner is not None and runner not in _workers_of_running_trials(study):
+            runner = _a_worker_running_a_trial(study, sweep)  # its trial ended in the pause
         if sweep.poll() is not None:
             continue  # the sweep finished the study first: nothing left to kill
         if runner in worker_processes(sweep.pid) and rng.random() < 0.5:
@@ -117,10 +118,9 @@ def run_campaign(plan: SweepPlan, workers: int, kills: int, seed: int = 0) -> Fa
     return read_back(plan, made, worker_kills)
 
 
-def _wait_for_a_trial_at(plan: SweepPlan, sweep: subprocess.Popen, step: int) -> int | None:
+def _wait_for_a_trial_at(study: optuna.Study, sweep: subprocess.Popen, step: int) -> int | None:
     """Until a RUNNING trial of this round (not one a killed worker left) has reported
     ``step`` or later, or the round ends; returns the process id of that trial's worker."""
-    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     deadline = time.monotonic() + ROUND_TIMEOUT_SECONDS
     while sweep.poll() is None and time.monotonic() < deadline:
@@ -132,19 +132,18 @@ def _wait_for_a_trial_at(plan: SweepPlan, sweep: subprocess.Popen, step: int) ->
     return None
 
 
-def _workers_of_running_trials(plan: SweepPlan) -> set[int]:
+def _workers_of_running_trials(study: optuna.Study) -> set[int]:
     """The process ids recorded as the workers of the study's RUNNING trials."""
-    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return {worker[1] for worker in map(worker_of, running) if worker is not None}
 
 
-def _a_worker_running_a_trial(plan: SweepPlan, sweep: subprocess.Popen) -> int | None:
+def _a_worker_running_a_trial(study: optuna.Study, sweep: subprocess.Popen) -> int | None:
     """Until one of the sweep's live processes runs a trial, or the sweep ends: that process
     (a small model's trial can end within the pause before a kill, which then would
     interrupt nothing)."""
     while sweep.poll() is None:
-        running = _workers_of_running_trials(plan) & {sweep.pid, *worker_processes(sweep.pid)}
+        running = _workers_of_running_trials(study) & {sweep.pid, *worker_processes(sweep.pid)}
         if running:
             return min(running)
         time.sleep(0.1)

@@ -113,19 +113,18 @@ class SharedPopulation:
         left = {slot: until - population.member(slot).step for slot, until in self._wanted.items()}
         steps = max(0, min(left.values()))
         ending = [slot for slot, n in left.items() if n <= steps]
-        device = population.member(next(iter(left))).device  # every member's
-        settled = self._training.submit(self._run, device, dict.fromkeys(left, steps), ending).result()
+        settled = self._training.submit(self._run, dict.fromkeys(left, steps), ending).result()
         for slot, how in settled.items():
             self._ended[slot] = how
             del self._wanted[slot]
         self._turn.notify_all()
 
-    def _run(self, device: torch.device, steps: Mapping[int, int], ending: list[int]) -> dict[int, RunStatus]:
+    def _run(self, steps: Mapping[int, int], ending: list[int]) -> dict[int, RunStatus]:
         """On the training thread: train, and export the slots whose segment ended or that
         diverged (their state written into their trainers); returns how those ended."""
         # Set at every call: a trial's thread setting 1 also sets it for threads not yet started.
         torch.set_num_threads(self._intra_op_threads)
-        if device.type == "cpu":
+        if self.population.member(next(iter(steps))).device.type == "cpu":  # every member's device
             tune_for_cpu_training()
         status = self.population.run(steps, segment_ends=ending)
         settled = {slot: how for slot, how in status.items() if how is RunStatus.DIVERGED or slot in ending}
