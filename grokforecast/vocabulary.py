@@ -17,6 +17,27 @@ SERIES = ("train_loss", "val_loss", "val_acc")
 CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
 #: Those of them measured at evaluations (every ``eval_every`` steps), not at every step.
 EVALUATED_CURVES = ("val_loss", "val_acc", "weight_norm")
+#: How other training loops commonly name the curves the forecaster reads (Keras's
+#: ``loss`` and ``accuracy``, PyTorch Lightning's ``val_accuracy``, a held-out set called
+#: ``test`` or ``valid``): a history key spelled so is read as the curve, and
+#: ``<spelling>_steps`` as its steps, where the history has no key of the curve's own name.
+SERIES_SPELLINGS = {
+    "train_loss": ("loss", "training_loss", "train/loss"),
+    "train_acc": ("acc", "accuracy", "train_accuracy", "training_accuracy", "train/acc"),
+    "val_loss": ("valid_loss", "validation_loss", "eval_loss", "test_loss", "val/loss"),
+    "val_acc": (
+        "val_accuracy",
+        "valid_acc",
+        "valid_accuracy",
+        "validation_accuracy",
+        "eval_acc",
+        "eval_accuracy",
+        "test_acc",
+        "test_accuracy",
+        "val/acc",
+    ),
+    "weight_norm": ("param_norm", "parameter_norm", "weights_norm"),
+}
 #: The hyperparameters the forecaster reads, by the names a trial's parameters carry.
 HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
 #: How a user's search space commonly spells each of them: a trial parameter is recognised

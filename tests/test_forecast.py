@@ -253,6 +253,53 @@ def test_a_calibration_of_any_set_of_curves_is_named_and_fitted_on_demand(quadra
     )
 
 
+def test_a_shipped_calibration_reads_whatever_a_training_loop_logged(quadratic: list) -> None:
+    """``pretrained()`` reads every curve, but a history of fewer (no weight norm, no
+    training accuracy: what most loops log) is forecast by the shipped calibration of
+    those it has, whatever their spelling, and a log with a row per step, NaN where it
+    did not evaluate, reads as the evaluations alone."""
+    history = probe_history(quadratic[5], 0.1)
+    logged = {
+        key: history[key] for key in ("train_loss", "val_loss", "val_loss_steps", "val_acc", "val_acc_steps")
+    }
+    expected = GrokForecaster.pretrained("train_loss+val_loss+val_acc").predict_logit(logged)
+    every_curve = GrokForecaster.pretrained()
+    assert every_curve.predict_logit(logged) == pytest.approx(expected)
+    assert every_curve.predict_logit(history) != pytest.approx(expected)
+    assert every_curve.reader_of(logged)[0].groups == ("train_loss", "val_loss", "val_acc")
+    steps = len(history["train_loss"])
+    dense_val_acc, dense_val_loss = np.full(steps, np.nan), np.full(steps, np.nan)
+    dense_val_acc[history["val_acc_steps"]] = history["val_acc"]
+    dense_val_loss[history["val_loss_steps"]] = history["val_loss"]
+    dense = {"loss": history["train_loss"], "val_accuracy": 100 * dense_val_acc, "test_loss": dense_val_loss}
+    assert every_curve.predict_logit(dense) == pytest.approx(expected)
+    assert (
+        list(every_curve.assess(dense).features)
+        == GrokForecaster(("train_loss", "val_loss", "val_acc")).features
+    )
+    # A training loss too short for its signature is left out, the validation loss read.
+    short = {"train_loss": history["train_loss"][:3], "val_loss": history["val_loss"]}
+    assert every_curve.predict_logit(short) == pytest.approx(
+        GrokForecaster.pretrained("val_loss").predict_logit(short)
+    )
+    # A calibration with the hyperparameters, given a history without them, reads its curves.
+    with_them = GrokForecaster.pretrained("full+hyperparameters")
+    without = {key: value for key, value in history.items() if key != "hyperparameters"}
+    assert with_them.predict_logit(without) == pytest.approx(every_curve.predict_logit(history))
+    with pytest.raises(ValueError, match="train_loss has 3 points; at least 6 are needed"):
+        every_curve.predict_logit({"train_loss": [2.0, 1.0, 0.5]})
+
+
+def test_a_forecaster_fitted_by_its_caller_reads_exactly_its_groups(quadratic: list) -> None:
+    refitted = GrokForecaster.pretrained("train_loss+val_acc")
+    refitted.fit([probe_history(r, 0.1) for r in quadratic], [r.grokked for r in quadratic])
+    history = probe_history(quadratic[0], 0.1)
+    with pytest.raises(ValueError, match="history has no 'val_acc' series"):
+        refitted.predict_proba({"train_loss": history["train_loss"]})
+    with pytest.raises(ValueError, match="val_acc has a non-finite value nan"):
+        refitted.predict_proba({**history, "val_acc": np.full_like(history["val_acc"], np.nan)})
+
+
 def test_the_shipped_forecaster_is_better_than_chance_on_its_corpus() -> None:
     records = load_corpus()
     forecaster = GrokForecaster.pretrained("full")

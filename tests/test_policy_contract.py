@@ -250,14 +250,27 @@ def test_a_diverged_training_loss_is_pruned_at_once_with_its_step(backend: type)
 def test_a_history_too_short_to_read_is_kept_with_the_reason_and_one_warning(
     backend: type, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fed = backend(probe_step=5)  # two evaluations by step 5: too few to forecast from
+    fed = backend(probe_step=5)  # by step 5: five training losses, one evaluation, no accuracy
     with caplog.at_level(logging.WARNING, logger="grokforecast.core.policy"):
-        ran = [fed.run(record, results(record, until=200)) for record in QUADRATIC[:2]]
+        reports = [
+            [{**result, "train_acc_interval": []} for result in results(record, until=200)[1:]]
+            for record in QUADRATIC[:2]
+        ]
+        ran = [
+            fed.run(record, fed_reports) for record, fed_reports in zip(QUADRATIC[:2], reports, strict=True)
+        ]
     for r in ran:
         assert r.stopped_at is None and r.decision["decision"] == "keep" and r.decision["step"] == 5
-        assert r.decision["reason"].startswith("keep at step 5: no forecast (")  # too few points
+        assert r.decision["reason"].startswith("keep at step 5: no forecast (train_loss has 5 points")
     warnings = [m for m in caplog.messages if "cannot forecast trial" in m]
     assert len(warnings) == 1 and "raise probe_step" in warnings[0]
+
+
+def test_a_training_loss_too_short_for_its_signature_is_left_out_of_the_forecast(backend: type) -> None:
+    fed = backend(probe_step=5)  # by step 5: five training losses, two evaluations
+    ran = fed.run(QUADRATIC[0], results(QUADRATIC[0], until=200))
+    assert ran.decision["step"] == 5 and ran.decision["probability"] is not None
+    assert ran.decision["forecaster"] == "train_acc+val_loss+val_acc+weight_norm+hyperparameters"
 
 
 @pytest.mark.parametrize(("grok_threshold", "kept_as_grokked"), [(0.95, True), (0.98, False)])

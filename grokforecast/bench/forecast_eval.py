@@ -43,7 +43,11 @@ VARIANTS: dict[str, dict] = {
     "val_acc": {"groups": ("val_acc",)},
     "full": {"groups": CURVE_GROUPS},
     "full+hyperparameters": {"groups": tuple(FEATURE_GROUPS)},
-    # What a training loop commonly logs (no training accuracy, no weight norm).
+    # What training loops commonly log (no weight norm; or no training accuracy either).
+    "train_loss+train_acc+val_loss+val_acc": {"groups": ("train_loss", "train_acc", "val_loss", "val_acc")},
+    "train_loss+train_acc+val_loss+val_acc+hyperparameters": {
+        "groups": ("train_loss", "train_acc", "val_loss", "val_acc", "hyperparameters")
+    },
     "train_loss+val_loss+val_acc": {"groups": ("train_loss", "val_loss", "val_acc")},
     "train_loss+val_loss+val_acc+hyperparameters": {
         "groups": ("train_loss", "val_loss", "val_acc", "hyperparameters")

@@ -40,5 +40,6 @@ def fit(corpora: tuple[str, ...], out_dir: Path | None) -> None:
     written = fit_pretrained(records, out_dir or PRETRAINED_DIR)
     grokked = sum(r.grokked for r in records)
     click.echo(f"fitted on {len(records)} runs ({grokked} grokked):")
+    width = max(map(len, written))
     for name, path in written.items():
-        click.echo(f"  {name:<27} {path}")
+        click.echo(f"  {name:<{width}} {path}")

@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from grokforecast.history import recognised_names
 from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
-from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
+from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS, SERIES_SPELLINGS
 
 #: What the forecaster reads: a :class:`~grokforecast.history.History`, or any mapping of
 #: the same keys (``"train_loss"``, ``"train_loss_steps"``, ..., ``"hyperparameters"``).
@@ -121,6 +122,43 @@ def accuracy(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of the accuracy series ``name``, as fractions."""
     steps, values = series(history, name)
     return steps, values / accuracy_unit(history)
+
+
+def readable_part(history: HistoryLike) -> dict[str, Any]:
+    """What of ``history`` the forecaster can read, under its own names.
+
+    Each curve, found under its name or a common spelling (:data:`SERIES_SPELLINGS`), less
+    its unmeasured points (NaN: a log with a row per step holds them where it did not
+    evaluate; the other points keep their steps, given or implied), and left out where
+    fewer points remain than its features need (:func:`fewest_points`); the
+    hyperparameters as given. A malformed curve (two-dimensional, or steps of another
+    length) is passed on as it is, for :func:`series` to name what is wrong with it.
+
+    >>> part = readable_part({"loss": [2.0, 1.0, 0.5], "val_accuracy": [0.1, float("nan"), 0.3]})
+    >>> sorted(part), part["val_acc_steps"].tolist()
+    (['val_acc', 'val_acc_steps'], [0.0, 2.0])
+    """
+    part: dict[str, Any] = {}
+    for name in CURVE_GROUPS:
+        key = next((k for k in (name, *SERIES_SPELLINGS[name]) if k in history), None)
+        if key is None:
+            continue
+        values = np.asarray(history[key], dtype=float)
+        steps_key = f"{key}_steps"
+        steps = (
+            np.asarray(history[steps_key], dtype=float)
+            if steps_key in history
+            else np.arange(values.size, dtype=float)
+        )
+        if values.ndim != 1 or steps.shape != values.shape:
+            part[name], part[f"{name}_steps"] = values, steps
+            continue
+        measured = ~np.isnan(values)
+        if measured.sum() >= fewest_points(name):
+            part[name], part[f"{name}_steps"] = values[measured], steps[measured]
+    if "hyperparameters" in history:
+        part["hyperparameters"] = history["hyperparameters"]
+    return part
 
 
 def _recent_change(steps: np.ndarray, values: np.ndarray) -> float:

@@ -28,6 +28,7 @@ from grokforecast.forecast.features import (
     HistoryLike,
     extract_features,
     feature_names,
+    readable_part,
 )
 from grokforecast.forecast.transfer import intercept_given_offsets, signed_logistic
 from grokforecast.vocabulary import SERIES
@@ -42,11 +43,15 @@ CLIP = 4.0
 #: The paper's signal alone: Hjorth parameters and band energy of the detrended log loss.
 SIGNATURE_FEATURES = ("log_activity", "mobility", "complexity", "log_band_energy")
 
-#: The calibrations shipped as files, by what a caller can supply: every curve or one
-#: series, each with or without the run's hyperparameters. Any other set of curves is
-#: fitted from the shipped corpus when first asked for (:meth:`GrokForecaster.pretrained`).
+#: The calibrations shipped as files, by what a caller can supply: every curve; what most
+#: training loops log (the losses and accuracies, or the training loss and the validation
+#: curves: no weight norm); or one series; each with or without the run's
+#: hyperparameters. Any other set of curves is fitted from the shipped corpus when first
+#: asked for (:meth:`GrokForecaster.pretrained`).
 PRETRAINED_INPUTS: dict[str, tuple[str, ...]] = {
     "full": CURVE_GROUPS,
+    "train_loss+train_acc+val_loss+val_acc": ("train_loss", "train_acc", "val_loss", "val_acc"),
+    "train_loss+val_loss+val_acc": ("train_loss", "val_loss", "val_acc"),
     **{name: (name,) for name in SERIES},
 }
 PRETRAINED_INPUTS.update(
@@ -80,11 +85,13 @@ def groups_of(inputs: str) -> tuple[str, ...]:
 def pretrained_inputs_for(history: HistoryLike, fallback: str) -> str:
     """The calibration that reads everything ``history`` holds.
 
-    Its curves (all of them: ``"full"``), with ``"+hyperparameters"`` when the history has
-    the run's hyperparameters; a history of none of the trainer's curves gets the
-    calibration of ``fallback``, a series it is then read as.
+    Its readable curves (:func:`~grokforecast.forecast.features.readable_part`; all of
+    them: ``"full"``), with ``"+hyperparameters"`` when the history has the run's
+    hyperparameters; a history of no readable curve gets the calibration of ``fallback``,
+    a series it is then read as (and its reading says what is missing).
     """
-    curves = [group for group in CURVE_GROUPS if group in history] or [fallback]
+    readable = readable_part(history)
+    curves = [group for group in CURVE_GROUPS if group in readable] or [fallback]
     return inputs_key((*curves, *(["hyperparameters"] if "hyperparameters" in history else [])))
 
 
@@ -169,6 +176,10 @@ class GrokForecaster:
         #: The groups whose features may carry weight (the others' weights are 0): every
         #: group, unless :func:`~grokforecast.forecast.fitting.fit_at_probes` chose fewer.
         self.weighted_groups = self.groups
+        #: Whether this is a shipped calibration (:meth:`pretrained`), which reads any
+        #: history (:meth:`reader_of`); one fitted by its caller reads exactly its groups.
+        self.shipped = False
+        self._readers: dict[str, GrokForecaster] = {}
 
     @property
     def fitted(self) -> bool:
@@ -216,7 +227,7 @@ class GrokForecaster:
         the intercept (:attr:`weighting` is then ``"given"``, until
         :func:`~grokforecast.forecast.fitting.fit_at_probes` names the rule it took them from)."""
         labels = np.asarray(grokked, dtype=int)
-        self.weighted_groups = self.groups
+        self.weighted_groups, self.shipped = self.groups, False
         if len(labels) != len(matrix):
             raise ValueError(f"{len(matrix)} histories but {len(labels)} labels")
         if len(set(labels.tolist())) < 2:
@@ -247,15 +258,47 @@ class GrokForecaster:
         self._require_fitted()
         return self._standardize(matrix) @ self._weights + self._intercept
 
+    def reader_of(self, history: HistoryLike) -> tuple[GrokForecaster, HistoryLike]:
+        """The calibration that forecasts ``history``, and the history as it reads it.
+
+        A forecaster fitted by its caller reads exactly its own groups. A shipped one
+        (:meth:`pretrained`) reads what the history holds of them
+        (:func:`~grokforecast.forecast.features.readable_part`: curves under common
+        spellings, unmeasured NaN points dropped): a history without some of its curves
+        or its hyperparameters, or with too few points of a curve, is forecast by the
+        shipped calibration of the rest, as :meth:`pretrained_for` would choose it.
+
+        Example:
+
+            >>> import numpy as np
+            >>> history = {"train_loss": np.geomspace(4.0, 0.1, 100),
+            ...            "val_loss": np.linspace(4.0, 3.0, 10), "val_loss_steps": np.arange(0, 100, 10)}
+            >>> reader, _ = GrokForecaster.pretrained().reader_of(history)
+            >>> reader.groups
+            ('train_loss', 'val_loss')
+        """
+        if not self.shipped:
+            return self, history
+        part = readable_part(history)
+        groups = tuple(group for group in self.groups if group in part)
+        if groups == self.groups:
+            return self, part
+        if not any(group in CURVE_GROUPS for group in groups):
+            return self, history  # nothing of it readable: its own reading names what is missing
+        inputs = inputs_key(groups)
+        if inputs not in self._readers:
+            self._readers[inputs] = GrokForecaster.pretrained(inputs)
+        return self._readers[inputs], part
+
     def predict_proba(self, history: HistoryLike) -> float:
         """P(grok) of one early history, a float in [0, 1]."""
-        self._require_fitted()
-        return float(self.predict_proba_features(self.feature_matrix([history]))[0])
+        return float(1.0 / (1.0 + np.exp(-self.predict_logit(history))))
 
     def predict_logit(self, history: HistoryLike) -> float:
         """``log(p / (1 - p))`` of :meth:`predict_proba`, without its rounding at 0 and 1."""
         self._require_fitted()
-        return float(self._logits(self.feature_matrix([history]))[0])
+        reader, readable = self.reader_of(history)
+        return float(reader._logits(reader.feature_matrix([readable]))[0])
 
     def predict_proba_features(self, matrix: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self._logits(matrix)))
@@ -272,19 +315,19 @@ class GrokForecaster:
 
     def explain(self, history: HistoryLike, top: int = 3) -> dict[str, float]:
         """The ``top`` features that moved the forecast most, with their logit contributions."""
-        self._require_fitted()
-        return self._main_features(self.feature_matrix([history]), top)
+        return self.assess(history, top).main_features
 
     def assess(self, history: HistoryLike, top: int = 3) -> Assessment:
         """Logit, main features and every feature value of one history, its features
         extracted once (what a pruner records with its decision)."""
         self._require_fitted()
-        matrix = self.feature_matrix([history])
+        reader, readable = self.reader_of(history)
+        matrix = reader.feature_matrix([readable])
         return Assessment(
-            logit=float(self._logits(matrix)[0]),
-            main_features=self._main_features(matrix, top),
-            features=dict(zip(self.features, matrix[0].tolist(), strict=True)),
-            standardized=tuple(round(z, 6) for z in self._standardize(matrix)[0].tolist()),
+            logit=float(reader._logits(matrix)[0]),
+            main_features=reader._main_features(matrix, top),
+            features=dict(zip(reader.features, matrix[0].tolist(), strict=True)),
+            standardized=tuple(round(z, 6) for z in reader._standardize(matrix)[0].tolist()),
         )
 
     def _main_features(self, matrix: np.ndarray, top: int) -> dict[str, float]:
@@ -368,11 +411,18 @@ class GrokForecaster:
         ``"+hyperparameters"`` (the run's lr, weight decay and data fraction). The
         calibrations of :data:`PRETRAINED_INPUTS` ship as files; any other is fitted
         from the shipped corpus when first asked for (a few seconds, once per process).
+
+        A shipped calibration reads any history: one that lacks some of its series is
+        forecast from those it has (:meth:`reader_of`), so ``pretrained()`` takes a
+        history of the training loss alone, or of whatever a training loop logged.
         """
         groups_of(inputs)  # a one-line error for a name that reads nothing known
-        if inputs not in PRETRAINED_INPUTS:
+        if inputs in PRETRAINED_INPUTS:
+            text = resources.files("grokforecast.forecast").joinpath(f"pretrained/{inputs}.json").read_text()
+            forecaster = cls.from_dict(json.loads(text))
+        else:
             from grokforecast.forecast.fitting import fitted_without
 
-            return cls.from_dict(fitted_without(inputs, ()).to_dict())
-        text = resources.files("grokforecast.forecast").joinpath(f"pretrained/{inputs}.json").read_text()
-        return cls.from_dict(json.loads(text))
+            forecaster = cls.from_dict(fitted_without(inputs, ()).to_dict())
+        forecaster.shipped = True
+        return forecaster
