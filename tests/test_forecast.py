@@ -85,7 +85,7 @@ def test_a_feature_whose_direction_flips_between_families_gets_no_weight() -> No
     steady = 1 / (1 + np.exp(-(labels + rng.normal(size=120))))  # larger in grokking runs everywhere
     flips = np.where(families == "b", -1.0, 1.0) * labels + rng.normal(size=120)
     histories = [
-        {"val_acc": np.array([0.0, 0.1, 0.2, s]), "val_loss": np.array([1.0, 1.0, 1.0, f])}
+        {"val_acc": np.array([0.0, 0.1, 0.2, s]), "val_loss": np.array([1.0, 1.0, 1.0, np.exp(f)])}
         for s, f in zip(steady, flips, strict=True)
     ]
     groups = ("val_acc", "val_loss")
@@ -334,6 +334,19 @@ def test_feature_extraction_is_explicit_about_missing_or_bad_series() -> None:
         extract_features({"train_loss": [2.0, 1.5, np.nan, 1.0, 0.9, 0.8]}, ("train_loss",))
     with pytest.raises(ValueError, match=r"history\['hyperparameters'\] must hold"):
         extract_features({"hyperparameters": {"lr": 1e-3}}, ("hyperparameters",))
+
+
+def test_a_loss_that_underflowed_to_zero_reads_as_its_smallest_positive_value() -> None:
+    """A float32 cross-entropy is exactly 0 once every example's margin is large."""
+    loss = np.geomspace(2.0, 1e-7, 60)
+    underflowed = np.where(loss < 1e-6, 0.0, loss)
+    floored = np.where(loss < 1e-6, underflowed[underflowed > 0].min(), loss)
+    groups = ("train_loss", "val_loss")
+    read = extract_features({"train_loss": underflowed, "val_loss": underflowed}, groups)
+    assert read == extract_features({"train_loss": floored, "val_loss": floored}, groups)
+    assert all(np.isfinite(value) for value in read.values())
+    with pytest.raises(ValueError, match=r"val_loss has the value -0\.5; a loss is never negative"):
+        extract_features({"val_loss": [1.0, -0.5]}, ("val_loss",))
 
 
 def test_two_evaluations_give_a_level_and_the_trend_between_them() -> None:

@@ -195,10 +195,23 @@ def detrend_window(n_points: int) -> int:
 SIGNATURE_POINTS = next(n for n in itertools.count(MIN_LENGTH) if n >= detrend_window(n) + MIN_LENGTH - 1)
 
 
+def loss_series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of the loss ``name``, each exact zero read as the loss's smallest
+    positive value: a cross-entropy underflows to 0 in float32 once every example's
+    margin is large, and its log would be minus infinity. A negative value is refused."""
+    steps, loss = series(history, name)
+    if (loss < 0).any():
+        raise ValueError(
+            f"{name} has the value {loss[loss < 0][0]:g}; a loss is never negative: is it a loss?"
+        )
+    positive = loss[loss > 0]
+    return steps, np.where(loss > 0, loss, positive.min() if positive.size else _TINY)
+
+
 def _train_loss_features(history: HistoryLike) -> dict[str, float]:
-    steps, loss = series(history, "train_loss")
+    steps, loss = loss_series(history, "train_loss")
     signature = loss_signature(loss, steps, window=detrend_window(len(loss)))
-    log_loss = np.log(np.maximum(loss, _TINY))
+    log_loss = np.log(loss)
     return {
         "log_activity": float(np.log10(signature.activity + _TINY)),
         "mobility": signature.mobility,
@@ -221,8 +234,8 @@ def _train_acc_features(history: HistoryLike) -> dict[str, float]:
 
 
 def _val_loss_features(history: HistoryLike) -> dict[str, float]:
-    steps, loss = series(history, "val_loss")
-    log_loss = np.log(np.maximum(loss, _TINY))
+    steps, loss = loss_series(history, "val_loss")
+    log_loss = np.log(loss)
     return {"val_loss_last": float(log_loss[-1]), "val_loss_slope": _recent_change(steps, log_loss)}
 
 
