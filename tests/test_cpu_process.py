@@ -11,7 +11,7 @@ import resource, sys, torch
 import grokforecast.training.trainer as trainer_module
 from grokforecast.training import TrainConfig, Trainer
 if sys.argv[1] == "default":
-    trainer_module.tune_for_cpu_training = lambda: torch.set_flush_denormal(True)
+    trainer_module.tune_for_training_on = lambda device: torch.set_flush_denormal(True)
 trainer = Trainer(TrainConfig(steps=400, device="cpu"))
 trainer.run(until=100)  # the heap settles
 per_step = []

@@ -38,7 +38,7 @@ import torch
 from grokforecast.sweep.spec import StudySpec
 from grokforecast.sweep.study import suggest
 from grokforecast.training import RunStatus, TrainConfig, Trainer
-from grokforecast.training.cpu_process import tune_for_cpu_training
+from grokforecast.training.cpu_process import tune_for_training_on
 from grokforecast.training.population import Population, training_state_bytes
 
 
@@ -124,8 +124,7 @@ class SharedPopulation:
         diverged (their state written into their trainers); returns how those ended."""
         # Set at every call: a trial's thread setting 1 also sets it for threads not yet started.
         torch.set_num_threads(self._intra_op_threads)
-        if self.population.member(next(iter(steps))).device.type == "cpu":  # every member's device
-            tune_for_cpu_training()
+        tune_for_training_on(self.population.member(next(iter(steps))).device)  # every member's
         status = self.population.run(steps, segment_ends=ending)
         settled = {slot: how for slot, how in status.items() if how is RunStatus.DIVERGED or slot in ending}
         for slot in settled:

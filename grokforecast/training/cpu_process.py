@@ -43,7 +43,9 @@ def keep_freed_memory() -> bool:
     )
 
 
-def tune_for_cpu_training() -> None:
-    """Flush denormal floats to zero and keep freed memory (see the module docstring)."""
-    torch.set_flush_denormal(True)
-    keep_freed_memory()
+def tune_for_training_on(device: torch.device) -> None:
+    """On the CPU, flush denormal floats to zero and keep freed memory (see the module
+    docstring); on another device, nothing."""
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+        keep_freed_memory()

@@ -28,7 +28,7 @@ from grokforecast.errors import CheckpointError, ConfigError
 from grokforecast.training.accuracy import StepCounts, correct_count
 from grokforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from grokforecast.training.config import TrainConfig
-from grokforecast.training.cpu_process import tune_for_cpu_training
+from grokforecast.training.cpu_process import tune_for_training_on
 from grokforecast.training.grokfast import make_filter
 from grokforecast.training.workloads import Problem, build_problem
 
@@ -91,8 +91,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.device = resolve_device(config.device)
-        if self.device.type == "cpu":
-            tune_for_cpu_training()
+        tune_for_training_on(self.device)
         with _GLOBAL_RNG:  # the model is built from torch's global generator, seeded here
             torch.manual_seed(config.seed)
             problem = build_problem(
