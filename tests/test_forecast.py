@@ -290,6 +290,19 @@ def test_a_shipped_calibration_reads_whatever_a_training_loop_logged(quadratic: 
         every_curve.predict_logit({"train_loss": [2.0, 1.0, 0.5]})
 
 
+def test_a_shipped_calibration_refits_on_the_curves_its_histories_hold(quadratic: list) -> None:
+    logged = [
+        {key: value for key, value in probe_history(r, 0.1).items() if not key.startswith("weight_norm")}
+        for r in quadratic
+    ]
+    refitted = GrokForecaster.pretrained().fit(logged, [r.grokked for r in quadratic])
+    assert refitted.groups == ("train_loss", "train_acc", "val_loss", "val_acc") and not refitted.shipped
+    mine = GrokForecaster(("train_loss", "train_acc", "val_loss", "val_acc")).fit(
+        logged, [r.grokked for r in quadratic]
+    )
+    assert refitted.predict_logit(logged[0]) == pytest.approx(mine.predict_logit(logged[0]))
+
+
 def test_a_forecaster_fitted_by_its_caller_reads_exactly_its_groups(quadratic: list) -> None:
     refitted = GrokForecaster.pretrained("train_loss+val_acc")
     refitted.fit([probe_history(r, 0.1) for r in quadratic], [r.grokked for r in quadratic])

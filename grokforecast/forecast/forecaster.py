@@ -204,7 +204,18 @@ class GrokForecaster:
         feature keeps the direction the families agree on, or no weight; ``corpora``
         names the histories that are comparable within a family (default: the
         families). Otherwise every weight is free.
+
+        A shipped calibration (:meth:`pretrained`) reads the histories as it forecasts
+        them (:meth:`reader_of`), and where every one of them lacks some of its curves or
+        its hyperparameters, it is refitted on the rest; after the fit it reads exactly
+        those.
         """
+        if self.shipped:
+            histories = [readable_part(history) for history in histories]
+            held = tuple(group for group in self.groups if all(group in h for h in histories))
+            if held != self.groups and any(group in CURVE_GROUPS for group in held):
+                self.groups = held
+                self.features = [name for name in feature_names(held) if name in self.features]
         matrix = self.feature_matrix(histories)
         if families is None:
             return self.fit_features(matrix, grokked)
