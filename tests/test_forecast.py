@@ -360,6 +360,8 @@ def test_a_loss_that_underflowed_to_zero_reads_as_its_smallest_positive_value() 
     assert all(np.isfinite(value) for value in read.values())
     with pytest.raises(ValueError, match=r"val_loss has the value -0\.5; a loss is never negative"):
         extract_features({"val_loss": [1.0, -0.5]}, ("val_loss",))
+    with pytest.raises(ValueError, match="val_loss starts at 0, as an accuracy does"):
+        extract_features({"val_loss": [0.0, 0.5, 0.9]}, ("val_loss",))  # an accuracy
 
 
 def test_two_evaluations_give_a_level_and_the_trend_between_them() -> None:

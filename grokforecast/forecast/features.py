@@ -196,16 +196,19 @@ SIGNATURE_POINTS = next(n for n in itertools.count(MIN_LENGTH) if n >= detrend_w
 
 
 def loss_series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Steps and values of the loss ``name``, each exact zero read as the loss's smallest
-    positive value: a cross-entropy underflows to 0 in float32 once every example's
-    margin is large, and its log would be minus infinity. A negative value is refused."""
+    """Steps and values of the loss ``name``, each exact zero after its first positive
+    value read as its smallest positive value: a cross-entropy underflows to 0 in float32
+    once every example's margin is large, and its log would be minus infinity. A negative
+    value, or a zero before any positive one (an accuracy starts at 0, a loss does not),
+    is refused."""
     steps, loss = series(history, name)
     if (loss < 0).any():
         raise ValueError(
             f"{name} has the value {loss[loss < 0][0]:g}; a loss is never negative: is it a loss?"
         )
-    positive = loss[loss > 0]
-    return steps, np.where(loss > 0, loss, positive.min() if positive.size else _TINY)
+    if loss[0] == 0:
+        raise ValueError(f"{name} starts at 0, as an accuracy does; a loss starts positive: is it a loss?")
+    return steps, np.where(loss > 0, loss, loss[loss > 0].min())
 
 
 def _train_loss_features(history: HistoryLike) -> dict[str, float]:
