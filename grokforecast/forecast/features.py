@@ -77,19 +77,23 @@ def fewest_points(name: str) -> int:
     return SIGNATURE_POINTS if name == "train_loss" else FEWEST_POINTS
 
 
+def steps_of(history: HistoryLike, name: str, points: int) -> np.ndarray:
+    """The steps of series ``name`` of ``points`` values: ``history["<name>_steps"]``, or
+    ``0..points-1`` where the history gives none."""
+    steps_key = f"{name}_steps"
+    if steps_key in history:
+        return np.asarray(history[steps_key], dtype=float)
+    return np.arange(points, dtype=float)
+
+
 def series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of one series of ``history``, checked (finite, long enough)."""
     if name not in history:
         raise ValueError(f"history has no {name!r} series (it has {sorted(history)})")
     values = check_signal(history[name], name, fewest_points(name))
-    steps_key = f"{name}_steps"
-    steps = (
-        np.asarray(history[steps_key], dtype=float)
-        if steps_key in history
-        else np.arange(len(values), dtype=float)
-    )
+    steps = steps_of(history, name, len(values))
     if steps.shape != values.shape:
-        raise ValueError(f"{steps_key} has {len(steps)} entries but {name} has {len(values)}")
+        raise ValueError(f"{name}_steps has {len(steps)} entries but {name} has {len(values)}")
     return steps, values
 
 
@@ -144,12 +148,7 @@ def readable_part(history: HistoryLike) -> dict[str, Any]:
         if key is None:
             continue
         values = np.asarray(history[key], dtype=float)
-        steps_key = f"{key}_steps"
-        steps = (
-            np.asarray(history[steps_key], dtype=float)
-            if steps_key in history
-            else np.arange(values.size, dtype=float)
-        )
+        steps = steps_of(history, key, values.size)
         if values.ndim != 1 or steps.shape != values.shape:
             part[name], part[f"{name}_steps"] = values, steps
             continue
