@@ -22,7 +22,7 @@ from grokforecast.forecast.fitting import (
     usable_records,
 )
 from grokforecast.forecast.forecaster import CLIP
-from grokforecast.forecast.transfer import consistent_weights, family_directions
+from grokforecast.forecast.transfer import agreed_signs, consistent_weights, family_directions
 from grokforecast.vocabulary import CURVE_GROUPS
 
 
@@ -94,6 +94,22 @@ def test_a_feature_whose_direction_flips_between_families_gets_no_weight() -> No
     assert weights[0] > 0 and weights[1] == 0.0
     free = GrokForecaster(groups, ("val_acc_last", "val_loss_last"), 1.0).fit(histories, labels)
     assert free.to_dict()["weights"][1] != 0.0  # one family's view: nothing to disagree with
+
+
+def test_a_family_that_never_varied_a_feature_does_not_vote_on_its_direction() -> None:
+    # The learning rate grows with grokking in families a and b; c kept it fixed. c's
+    # AUC of one half is not a disagreement: the weight keeps the sign a and b agree on,
+    # sized by the weaker of their two directions. With only a varying it, nothing agrees.
+    rng = np.random.default_rng(3)
+    labels = np.tile([0, 1], 60)
+    families = np.repeat(["a", "b", "c"], 40)
+    lr = np.where(families == "c", 1e-3, labels + rng.normal(size=120))
+    directions = family_directions(lr[:, None], labels, families, families)
+    assert np.isnan(directions[2, 0]) and (directions[:2, 0] > 0).all()
+    assert agreed_signs(directions).tolist() == [1]
+    assert consistent_weights(directions)[0] == pytest.approx(directions[:2, 0].min())
+    only_a = np.where(families == "a", lr, 1e-3)
+    assert agreed_signs(family_directions(only_a[:, None], labels, families, families)).tolist() == [0]
 
 
 def test_a_scale_ranking_new_families_below_chance_shrinks_to_the_floor() -> None:

@@ -52,8 +52,10 @@ def family_directions(
 ) -> np.ndarray | None:
     """Each feature's direction in each family (one row per family with both outcomes):
     the mean over the family's ``cohorts`` (runs comparable with each other: one corpus
-    at one probe length) of its ROC AUC minus one half. None where fewer than two families
-    have both outcomes: one family cannot say what holds in another."""
+    at one probe length) of its ROC AUC minus one half; NaN where the feature never varies
+    within any of them (a family that kept the learning rate fixed cannot say which way
+    it points). None where fewer than two families have both outcomes: one family cannot
+    say what holds in another."""
     labels = np.asarray(labels, dtype=int)
     votes = []
     for family in sorted(set(families.tolist())):
@@ -61,28 +63,41 @@ def family_directions(
         for cohort in sorted(set(cohorts[families == family].tolist())):
             rows = (families == family) & (cohorts == cohort)
             if len(set(labels[rows].tolist())) == 2:
-                per_cohort.append(centred_auc(matrix[rows], labels[rows]))
+                varied = np.ptp(matrix[rows], axis=0) > 0
+                per_cohort.append(np.where(varied, centred_auc(matrix[rows], labels[rows]), np.nan))
         if per_cohort:
-            votes.append(np.mean(per_cohort, axis=0))
+            votes.append(_mean_of_voters(np.array(per_cohort)))
     return np.array(votes) if len(votes) >= 2 else None
 
 
 def agreed_signs(directions: np.ndarray) -> np.ndarray:
-    """Per feature: +1 or -1 where every family's direction has that sign, else 0."""
-    signs = np.sign(directions)
-    return np.where(np.all(signs == signs[0], axis=0), signs[0], 0).astype(int)
+    """Per feature: +1 or -1 where every family that varied it has that direction and at
+    least two did, else 0."""
+    voted = ~np.isnan(directions)
+    signs = np.sign(np.nan_to_num(directions))
+    up, down = (np.all((signs == sign) | ~voted, axis=0) for sign in (1, -1))
+    return np.where(voted.sum(axis=0) < 2, 0, np.where(up, 1, np.where(down, -1, 0))).astype(int)
 
 
 def consistent_weights(directions: np.ndarray) -> np.ndarray:
     """Weights for standardized features: each feature's agreed sign times its weakest
-    direction over the families (the smallest ``|AUC - 0.5|``), 0 where they disagree.
+    direction over the families that varied it (the smallest ``|AUC - 0.5|``), 0 where
+    they disagree.
 
     A feature counts as much as it holds in the family where it holds least: nothing is
     fitted to the families' pooled runs, so nothing can be traded between features to
     fit the families at hand (a unit-weighted, "improper" linear model, the kind that
     transfers to new populations better than a fitted one).
     """
-    return agreed_signs(directions) * np.abs(directions).min(axis=0)
+    weakest = np.min(np.where(np.isnan(directions), np.inf, np.abs(directions)), axis=0)
+    return agreed_signs(directions) * np.where(np.isfinite(weakest), weakest, 0.0)
+
+
+def _mean_of_voters(directions: np.ndarray) -> np.ndarray:
+    """The mean of each column over its non-NaN rows; NaN where every row is NaN."""
+    voted = ~np.isnan(directions)
+    total = np.where(voted, directions, 0.0).sum(axis=0)
+    return np.where(voted.any(axis=0), total / np.maximum(voted.sum(axis=0), 1), np.nan)
 
 
 def centred_auc(matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
