@@ -25,11 +25,8 @@ Feature groups, by the series they read:
   ``weight_decay``, ``data_fraction``, or their common spellings such as
   ``learning_rate``, ``wd``, ``train_fraction``): the data fraction, which no curve reveals but
   which decides most of whether a run groks, also as a log because the grokking time
-  goes as a power of it (t4 = a r**-gamma + b); Omnigrok's weight-decay rate
-  ``lr * weight_decay``, which sets how soon the weights shrink to the generalizing norm;
-  and the learning rate itself, higher in the runs that grok in every recorded family that
-  varied it (the digits and quadratic MLPs keep it fixed, and so do not vote on it:
-  :mod:`~grokforecast.forecast.transfer`).
+  goes as a power of it (t4 = a r**-gamma + b), and Omnigrok's weight-decay rate
+  ``lr * weight_decay``, which sets how soon the weights shrink to the generalizing norm.
 """
 
 from __future__ import annotations
@@ -65,7 +62,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "val_loss": ("val_loss_last", "val_loss_slope"),
     "val_acc": ("val_acc_last", "val_acc_best", "val_acc_slope"),
     "weight_norm": ("weight_norm_ratio", "weight_norm_slope"),
-    "hyperparameters": ("data_fraction", "log_data_fraction", "log_decay_rate", "log_lr"),
+    "hyperparameters": ("data_fraction", "log_data_fraction", "log_decay_rate"),
 }
 
 
@@ -280,7 +277,6 @@ def _hyperparameter_features(history: HistoryLike) -> dict[str, float]:
         "data_fraction": fraction,
         "log_data_fraction": float(np.log10(fraction)),
         "log_decay_rate": float(np.log10(lr * weight_decay + _TINY)),
-        "log_lr": float(np.log10(lr)),
     }
 
 
