@@ -38,6 +38,10 @@ SERIES_SPELLINGS = {
     ),
     "weight_norm": ("param_norm", "parameter_norm", "weights_norm"),
 }
+#: How a log with one row per step or per evaluation names its step column, best first
+#: (HuggingFace's ``log_history`` and Lightning's ``metrics.csv`` have both ``step`` and
+#: ``epoch``): the steps of every curve of the same length that has no ``<curve>_steps``.
+STEP_SPELLINGS = ("step", "global_step", "steps", "iteration", "epoch")
 #: The hyperparameters the forecaster reads, by the names a trial's parameters carry.
 HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
 #: How a user's search space commonly spells each of them: a trial parameter is recognised

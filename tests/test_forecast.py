@@ -306,6 +306,41 @@ def test_a_shipped_calibration_reads_whatever_a_training_loop_logged(quadratic: 
         every_curve.predict_logit({"train_loss": [2.0, 1.0, 0.5]})
 
 
+def test_a_log_kept_as_rows_reads_as_its_columns_at_its_logged_steps(quadratic: list) -> None:
+    """A log of rows (HuggingFace's ``trainer.state.log_history``: a training row per
+    step, an evaluation row at each evaluation, each with its ``step``) forecasts as the
+    same curves given as columns with their steps; so does a DataFrame of those rows."""
+    import pandas as pd
+
+    history = probe_history(quadratic[5], 0.1)
+    logged = {
+        key: history[key] for key in ("train_loss", "val_loss", "val_loss_steps", "val_acc", "val_acc_steps")
+    }
+    expected = GrokForecaster.pretrained("train_loss+val_loss+val_acc").predict_logit(logged)
+    measured = zip(history["val_loss"].tolist(), history["val_acc"].tolist(), strict=True)
+    evaluations = dict(zip(history["val_loss_steps"].tolist(), measured, strict=True))
+    rows: list[dict] = []
+    for step, loss in enumerate(history["train_loss"]):
+        rows.append({"loss": float(loss), "learning_rate": 1e-3, "epoch": step / 50, "step": step})
+        if step in evaluations:
+            loss, accuracy = evaluations[step]
+            rows.append({"eval_loss": loss, "eval_accuracy": accuracy, "eval_runtime": "0.1s", "step": step})
+    every_curve = GrokForecaster.pretrained()
+    assert every_curve.predict_logit(rows) == pytest.approx(expected)
+    assert every_curve.predict_logit(pd.DataFrame(rows)) == pytest.approx(expected)
+    assert GrokForecaster.pretrained_for(rows).groups == ("train_loss", "val_loss", "val_acc")
+    # The step column is each curve's steps: evaluations at uneven steps keep them.
+    curve = {"val_loss": [3.0, 2.9, 2.0, 1.9], "val_acc": [0.1, 0.2, 0.5, 0.9]}
+    uneven = [0, 10, 20, 200]
+    given = {**curve, "val_loss_steps": uneven, "val_acc_steps": uneven}
+    at_given_steps = every_curve.predict_logit(given)
+    assert every_curve.predict_logit({**curve, "step": uneven}) == pytest.approx(at_given_steps)
+    assert every_curve.predict_logit(curve) != pytest.approx(at_given_steps)
+    for not_a_history in (42, [1.0, 2.0], []):
+        with pytest.raises(ValueError, match="a history is a mapping of curves"):
+            every_curve.predict_logit(not_a_history)
+
+
 def test_a_shipped_calibration_refits_on_the_curves_its_histories_hold(quadratic: list) -> None:
     logged = [
         {key: value for key, value in probe_history(r, 0.1).items() if not key.startswith("weight_norm")}
@@ -553,5 +588,6 @@ def test_the_calibration_for_a_history_reads_all_it_holds_however_its_params_are
     ours = {**own_words, "hyperparameters": history["hyperparameters"]}
     assert forecaster.predict_logit(own_words) == forecaster.predict_logit(ours)
     assert GrokForecaster.pretrained_for(history).groups == tuple(FEATURE_GROUPS)
+    assert GrokForecaster.pretrained_for({"test_acc": [0.1, 0.2, 0.3, 0.4]}).groups == ("val_acc",)
     with pytest.raises(ValueError, match="holds none of the curves"):
-        GrokForecaster.pretrained_for({"test_acc": [0.1, 0.2, 0.3, 0.4]})
+        GrokForecaster.pretrained_for({"perplexity": [9.0, 8.0, 7.0, 6.0]})

@@ -32,14 +32,14 @@ Feature groups, by the series they read:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from grokforecast.history import recognised_names
 from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
-from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS, SERIES_SPELLINGS
+from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS, SERIES_SPELLINGS, STEP_SPELLINGS
 
 #: What the forecaster reads: a :class:`~grokforecast.history.History`, or any mapping of
 #: the same keys (``"train_loss"``, ``"train_loss_steps"``, ..., ``"hyperparameters"``).
@@ -79,11 +79,46 @@ def fewest_points(name: str) -> int:
 
 def steps_of(history: HistoryLike, name: str, points: int) -> np.ndarray:
     """The steps of series ``name`` of ``points`` values: ``history["<name>_steps"]``, or
-    ``0..points-1`` where the history gives none."""
+    the log's step column of as many entries (:data:`STEP_SPELLINGS`), or ``0..points-1``
+    where the history gives neither."""
     steps_key = f"{name}_steps"
     if steps_key in history:
         return np.asarray(history[steps_key], dtype=float)
+    for key in STEP_SPELLINGS:
+        if key in history and np.shape(history[key]) == (points,):
+            return np.asarray(history[key], dtype=float)
     return np.arange(points, dtype=float)
+
+
+def columns_of(history: HistoryLike | Sequence[Mapping[str, Any]]) -> HistoryLike:
+    """``history`` as a mapping of columns: itself where it is one (a dict, a
+    :class:`~grokforecast.history.History`, a pandas DataFrame), or, for a log kept as a
+    list of rows (JSON lines, HuggingFace's ``trainer.state.log_history``), one column per
+    key, NaN in the rows that lack it (the unmeasured points :func:`readable_part` drops).
+
+    >>> log = [{"step": 0, "loss": 2.0}, {"step": 10, "loss": 1.5, "eval_loss": 2.1}]
+    >>> {key: column.tolist() for key, column in columns_of(log).items()}
+    {'step': [0.0, 10.0], 'loss': [2.0, 1.5], 'eval_loss': [nan, 2.1]}
+    """
+    if isinstance(history, Mapping) or hasattr(history, "columns"):
+        return history
+    rows = isinstance(history, Sequence) and not isinstance(history, str) and len(history) > 0
+    if rows and all(isinstance(row, Mapping) for row in history):
+        keys = dict.fromkeys(key for row in history for key in row)
+        return {key: np.array([_number(row.get(key)) for row in history]) for key in keys}
+    raise ValueError(
+        f"a history is a mapping of curves (train_loss, val_loss, ...) or a non-empty list of rows "
+        f"(dicts with a step and the values logged there); got {type(history).__name__}"
+    )
+
+
+def _number(value: Any) -> float:
+    """A row's entry as a float: NaN where the row lacks it or it is not a number (a
+    column the forecaster does not read may hold text)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def series(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -128,6 +163,12 @@ def accuracy(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
     return steps, values / accuracy_unit(history)
 
 
+def curve_key(history: HistoryLike, name: str) -> str | None:
+    """The key that holds curve ``name`` in ``history``: its own name, or else its first
+    common spelling there (:data:`SERIES_SPELLINGS`); None where it has neither."""
+    return next((key for key in (name, *SERIES_SPELLINGS[name]) if key in history), None)
+
+
 def readable_part(history: HistoryLike) -> dict[str, Any]:
     """What of ``history`` the forecaster can read, under its own names.
 
@@ -142,9 +183,10 @@ def readable_part(history: HistoryLike) -> dict[str, Any]:
     >>> sorted(part), part["val_acc_steps"].tolist()
     (['val_acc', 'val_acc_steps'], [0.0, 2.0])
     """
+    history = columns_of(history)
     part: dict[str, Any] = {}
     for name in CURVE_GROUPS:
-        key = next((k for k in (name, *SERIES_SPELLINGS[name]) if k in history), None)
+        key = curve_key(history, name)
         if key is None:
             continue
         values = np.asarray(history[key], dtype=float)
@@ -152,7 +194,7 @@ def readable_part(history: HistoryLike) -> dict[str, Any]:
         if values.ndim != 1 or steps.shape != values.shape:
             part[name], part[f"{name}_steps"] = values, steps
             continue
-        measured = ~np.isnan(values)
+        measured = ~np.isnan(values) & ~np.isnan(steps)
         if measured.sum() >= fewest_points(name):
             part[name], part[f"{name}_steps"] = values[measured], steps[measured]
     if "hyperparameters" in history:
@@ -292,6 +334,7 @@ _EXTRACTORS = {
 
 def extract_features(history: HistoryLike, groups: tuple[str, ...] = CURVE_GROUPS) -> dict[str, float]:
     """The features of the named groups, each a finite float."""
+    history = columns_of(history)
     features: dict[str, float] = {}
     for group in groups:
         if group not in _EXTRACTORS:

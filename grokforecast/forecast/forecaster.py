@@ -26,6 +26,8 @@ from grokforecast.forecast.features import (
     CURVE_GROUPS,
     FEATURE_GROUPS,
     HistoryLike,
+    columns_of,
+    curve_key,
     extract_features,
     feature_names,
     readable_part,
@@ -405,7 +407,8 @@ class GrokForecaster:
             >>> forecaster.groups, 0.0 < forecaster.predict_proba(history) < 1.0
             (('val_loss', 'val_acc', 'hyperparameters'), True)
         """
-        if not any(group in history for group in CURVE_GROUPS):
+        history = columns_of(history)
+        if not any(curve_key(history, group) for group in CURVE_GROUPS):
             raise ValueError(
                 f"the history holds none of the curves {list(CURVE_GROUPS)} (it has {sorted(history)}); "
                 "give at least one"
