@@ -142,3 +142,72 @@ def test_bench_pruners_counts_the_grokkers_each_pruner_found_against_no_pruning(
         assert sum(bool(t.user_attrs.get("grokked")) for t in kept.trials) == grokked[name]
     again = run("bench", "pruners", str(tmp_path / "study.toml"), *variants)
     assert again.returncode != 0 and "no-pruning exists already; name a new folder" in again.stderr
+
+
+def test_forecaster_predict_reads_logs_another_loop_wrote_and_names_a_bad_one(tmp_path: Path) -> None:
+    """One run of the transformer corpus logged as Keras's CSVLogger would (a row per
+    step, accuracy in per cent, empty cells between evaluations) and as HuggingFace's
+    trainer_state.json: both forecast what the forecaster says of the run's own history."""
+    import csv
+
+    from grokforecast import GrokForecaster
+    from grokforecast.corpus import load_corpus
+    from grokforecast.history import History
+
+    record = load_corpus("transformer_add31")[5]
+    curves, probe = record.curves, 300
+    evaluated = {int(step): index for index, step in enumerate(curves.eval_steps)}
+    with (tmp_path / "run.csv").open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", "loss", "accuracy", "val_loss", "val_accuracy"])
+        for step in range(curves.steps):
+            index = evaluated.get(step)
+            validation = ["", ""] if index is None else [curves.val_loss[index], 100 * curves.val_acc[index]]
+            writer.writerow([step, curves.train_loss[step], curves.train_acc[step], *validation])
+    rows: list[dict] = []
+    for step in range(curves.steps):
+        rows.append({"loss": float(curves.train_loss[step]), "epoch": step / 10, "step": step})
+        if step in evaluated:
+            index = evaluated[step]
+            rows.append(
+                {"eval_loss": curves.val_loss[index], "eval_accuracy": curves.val_acc[index], "step": step}
+            )
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": rows}))
+
+    result = run(
+        "forecaster", "predict", "run.csv", "trainer_state.json", "--until", str(probe), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    own = History.from_record(record, until=probe)
+    without_weight_norm = {key: value for key, value in own.items() if not key.startswith("weight_norm")}
+    for line, inputs in zip(
+        result.stdout.splitlines(),
+        ["train_loss+train_acc+val_loss+val_acc", "train_loss+val_loss+val_acc"],
+        strict=True,
+    ):
+        expected = GrokForecaster.pretrained(inputs).predict_proba(without_weight_norm)
+        assert f"P(grok) {expected:.2f} at step {probe} (read as {inputs};" in line
+    config = record.config
+    hyperparameters = ["--lr", str(config["lr"]), "--weight-decay", str(config["weight_decay"])]
+    with_them = run(
+        "forecaster",
+        "predict",
+        "run.csv",
+        "--until",
+        str(probe),
+        *hyperparameters,
+        "--data-fraction",
+        str(config["data_fraction"]),
+        cwd=tmp_path,
+    )
+    assert "read as train_loss+train_acc+val_loss+val_acc+hyperparameters;" in with_them.stdout
+
+    (tmp_path / "other.json").write_text(json.dumps({"perplexity": [9.0, 8.0]}))
+    for args, message in [
+        (["other.json"], "error: other.json: holds none of the curves"),
+        (["missing.csv"], "error: missing.csv: No such file or directory"),
+        (["run.csv", *hyperparameters], "error: give --lr, --weight-decay and --data-fraction together"),
+    ]:
+        bad = run("forecaster", "predict", *args, cwd=tmp_path)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), bad.stderr

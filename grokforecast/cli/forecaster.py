@@ -1,7 +1,9 @@
-"""``grokforecast forecaster fit``: (re)fit the forecaster calibrations on a corpus."""
+"""``grokforecast forecaster``: (re)fit the shipped calibrations on a corpus (``fit``), and
+forecast runs another training loop logged to files (``predict``)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -9,7 +11,7 @@ import click
 
 @click.group()
 def forecaster() -> None:
-    """Fit the grokking forecaster."""
+    """Fit the grokking forecaster, or forecast logged runs with it."""
 
 
 @forecaster.command("fit")
@@ -43,3 +45,53 @@ def fit(corpora: tuple[str, ...], out_dir: Path | None) -> None:
     width = max(map(len, written))
     for name, path in written.items():
         click.echo(f"  {name:<{width}} {path}")
+
+
+@forecaster.command("predict")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--until", type=click.IntRange(min=0), help="Read each log up to and at this step (the probe).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="The run's learning rate.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="The run's weight decay.")
+@click.option(
+    "--data-fraction", type=click.FloatRange(0, 1, min_open=True), help="The run's training-data fraction."
+)
+def predict(
+    logs: tuple[Path, ...],
+    until: int | None,
+    lr: float | None,
+    weight_decay: float | None,
+    data_fraction: float | None,
+) -> None:
+    """Forecast whether the runs logged in LOGS will grok: P(grok) of each, from the
+    shipped calibration for the curves it logged.
+
+    A log is a .csv (Keras's CSVLogger, Lightning's metrics.csv), a .jsonl, or a .json
+    (curves, rows, or HuggingFace's trainer_state.json), with the curves under their
+    common names (loss, val_loss, val_accuracy, eval_loss, ...) and a step or epoch
+    column. Give --lr, --weight-decay and --data-fraction together (the runs' shared
+    values) to forecast with them, the strongest signal on a model family never recorded.
+    """
+    from grokforecast.errors import GrokforecastError
+    from grokforecast.forecast import GrokForecaster
+    from grokforecast.forecast.forecaster import inputs_key
+    from grokforecast.forecast.log_files import read_log
+
+    given = {"lr": lr, "weight_decay": weight_decay, "data_fraction": data_fraction}
+    if any(value is not None for value in given.values()) and None in given.values():
+        missing = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is None]
+        raise GrokforecastError(f"give --lr, --weight-decay and --data-fraction together; missing {missing}")
+    hyperparameters = None if lr is None else given
+    for path in logs:
+        history = read_log(path, hyperparameters)
+        history = history if until is None else history.until(until)
+        try:
+            forecaster = GrokForecaster.pretrained_for(history)
+            assessment = forecaster.assess(history)
+        except ValueError as error:
+            raise GrokforecastError(f"{path}: {error}") from None
+        probability = 1.0 / (1.0 + math.exp(-assessment.logit))
+        moved = ", ".join(f"{name} {weight:+.2f}" for name, weight in assessment.main_features.items())
+        click.echo(
+            f"{path}: P(grok) {probability:.2f} at step {history.newest_step} "
+            f"(read as {inputs_key(forecaster.groups)}; moved by {moved})"
+        )
