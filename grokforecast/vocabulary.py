@@ -23,8 +23,17 @@ EVALUATED_CURVES = ("val_loss", "val_acc", "weight_norm")
 #: ``<spelling>_steps`` as its steps, where the history has no key of the curve's own name.
 SERIES_SPELLINGS = {
     "train_loss": ("loss", "training_loss", "train/loss"),
-    "train_acc": ("acc", "accuracy", "train_accuracy", "training_accuracy", "train/acc"),
-    "val_loss": ("valid_loss", "validation_loss", "eval_loss", "test_loss", "val/loss"),
+    "train_acc": ("acc", "accuracy", "train_accuracy", "training_accuracy", "train/acc", "train/accuracy"),
+    "val_loss": (
+        "valid_loss",
+        "validation_loss",
+        "eval_loss",
+        "test_loss",
+        "val/loss",
+        "valid/loss",
+        "eval/loss",
+        "test/loss",
+    ),
     "val_acc": (
         "val_accuracy",
         "valid_acc",
@@ -35,6 +44,12 @@ SERIES_SPELLINGS = {
         "test_acc",
         "test_accuracy",
         "val/acc",
+        "val/accuracy",
+        "valid/acc",
+        "valid/accuracy",
+        "eval/accuracy",
+        "test/acc",
+        "test/accuracy",
     ),
     "weight_norm": ("param_norm", "parameter_norm", "weights_norm"),
 }
