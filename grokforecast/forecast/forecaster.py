@@ -2,7 +2,8 @@
 
 A standardized linear model over the features of :mod:`grokforecast.forecast.features`.
 Fitted on runs of several model families, each weight is held to the direction its
-feature has in every one of them, or to zero where the families disagree, and its size
+feature has in every one of them that varied it, or to zero where the families disagree
+(or fewer than two varied it), and its size
 is either fitted (an L2-regularized logistic regression) or the feature's weakest
 direction over the families, whichever ranks a left-out family better
 (:mod:`grokforecast.forecast.transfer`): what the forecaster learns is meant for a family

@@ -7,7 +7,10 @@ above zero when grokking runs have the larger values. A feature whose direction 
 between known families (the training loss's level: lower in the runs that grok in sparse
 parity and the digits MLP, higher in the quadratic and embedding MLPs; its Hjorth activity
 the other way round) says nothing dependable about a new family, so its weight is held at
-zero; every other weight is held to its agreed sign.
+zero; every other weight is held to its agreed sign. A family in which a feature never
+varies (a grid that kept the learning rate fixed) abstains: an AUC of exactly one half
+there is no evidence either way, and the sign is agreed by the families that varied it,
+two at least.
 
 Fitted without that rule, the pooled logistic regression traded such features against
 each other to fit the families it saw, and ranked a new family's runs worse: held out by
