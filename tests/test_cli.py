@@ -201,6 +201,15 @@ def test_forecaster_predict_reads_logs_another_loop_wrote_and_names_a_bad_one(tm
         cwd=tmp_path,
     )
     assert "read as train_loss+train_acc+val_loss+val_acc+hyperparameters;" in with_them.stdout
+    spelled = {
+        "learning_rate": config["lr"],
+        "wd": config["weight_decay"],
+        "train_fraction": config["data_fraction"],
+    }
+    curves = {key: own[key].tolist() for key in ("val_loss", "val_loss_steps", "val_acc", "val_acc_steps")}
+    (tmp_path / "curves.json").write_text(json.dumps({**curves, "hyperparameters": spelled}))
+    logged_with_them = run("forecaster", "predict", "curves.json", cwd=tmp_path)
+    assert "(read as val_loss+val_acc+hyperparameters;" in logged_with_them.stdout, logged_with_them.stderr
 
     (tmp_path / "other.json").write_text(json.dumps({"perplexity": [9.0, 8.0]}))
     for args, message in [

@@ -69,7 +69,8 @@ def predict(
     (curves, rows, or HuggingFace's trainer_state.json), with the curves under their
     common names (loss, val_loss, val_accuracy, eval_loss, ...) and a step or epoch
     column. Give --lr, --weight-decay and --data-fraction together (the runs' shared
-    values) to forecast with them, the strongest signal on a model family never recorded.
+    values) to forecast with them, the strongest signal on a model family never recorded;
+    a .json of curves may hold its run's own under "hyperparameters".
     """
     from grokforecast.errors import GrokforecastError
     from grokforecast.forecast import GrokForecaster

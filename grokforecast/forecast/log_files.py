@@ -30,7 +30,7 @@ from typing import Any
 
 from grokforecast.errors import GrokforecastError
 from grokforecast.forecast.features import columns_of, curve_key, readable_part
-from grokforecast.history import History
+from grokforecast.history import History, hyperparameters_from
 from grokforecast.vocabulary import CURVE_GROUPS
 
 #: The suffixes read, and what each holds.
@@ -38,9 +38,10 @@ LOG_FORMATS = {".csv": "a header row, then a row per step", ".jsonl": "a JSON ro
 
 
 def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = None) -> History:
-    """The curves of the log at ``path``, with the run's ``hyperparameters`` if given; a
-    :class:`GrokforecastError` naming the file and what is wrong with it where it cannot
-    be read."""
+    """The curves of the log at ``path``, with the run's ``hyperparameters``: those given,
+    else those a JSON log of curves holds under ``"hyperparameters"`` (common spellings
+    read: ``learning_rate``, ``wd``, ``train_fraction``, ...). A :class:`GrokforecastError`
+    names the file and what is wrong with it where it cannot be read."""
     path = Path(path)
     if path.suffix not in LOG_FORMATS:
         raise GrokforecastError(
@@ -66,11 +67,26 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
                 "(a training loss needs 6, a validation curve 2)"
             )
         curves = {name: (part[f"{name}_steps"], part[name]) for name in CURVE_GROUPS if name in part}
-        return History(curves, hyperparameters)
+        return History(curves, hyperparameters or _logged_hyperparameters(part, path))
     except OSError as error:
         raise GrokforecastError(f"{path}: {error.strerror}") from None
     except (ValueError, csv.Error) as error:
         raise GrokforecastError(f"{path}: {error}") from None
+
+
+def _logged_hyperparameters(part: Mapping[str, Any], path: Path) -> dict[str, float] | None:
+    """The hyperparameters a log holds, under the forecaster's names; None where it holds
+    none."""
+    logged = part.get("hyperparameters")
+    if logged is None:
+        return None
+    found = hyperparameters_from(logged) if isinstance(logged, Mapping) else None
+    if found is None:
+        raise GrokforecastError(
+            f"{path}: its hyperparameters {logged!r} need lr, weight_decay and data_fraction (or "
+            "learning_rate, wd, train_fraction, ...) with lr > 0, weight_decay >= 0, 0 < data_fraction <= 1"
+        )
+    return found
 
 
 def _parsed(text: str, suffix: str) -> Any:
