@@ -33,8 +33,8 @@ from grokforecast.forecast.features import columns_of, curve_key, readable_part
 from grokforecast.history import History, hyperparameters_from
 from grokforecast.vocabulary import CURVE_GROUPS
 
-#: The suffixes read, and what each holds.
-LOG_FORMATS = {".csv": "a header row, then a row per step", ".jsonl": "a JSON row per line", ".json": "JSON"}
+#: The suffixes of the logs read (the module's docstring says what each holds).
+LOG_SUFFIXES = (".csv", ".jsonl", ".json")
 
 
 def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = None) -> History:
@@ -43,10 +43,10 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
     read: ``learning_rate``, ``wd``, ``train_fraction``, ...). A :class:`GrokforecastError`
     names the file and what is wrong with it where it cannot be read."""
     path = Path(path)
-    if path.suffix not in LOG_FORMATS:
+    if path.suffix not in LOG_SUFFIXES:
         raise GrokforecastError(
             f"{path}: cannot tell a log's form from the suffix {path.suffix or '(none)'!r}; "
-            f"name it {', '.join(LOG_FORMATS)}"
+            f"name it {', '.join(LOG_SUFFIXES)}"
         )
     try:
         with path.open(newline="") as file:
