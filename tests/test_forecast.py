@@ -323,8 +323,10 @@ def test_a_log_kept_as_rows_reads_as_its_columns_at_its_logged_steps(quadratic: 
     for step, loss in enumerate(history["train_loss"]):
         rows.append({"loss": float(loss), "learning_rate": 1e-3, "epoch": step / 50, "step": step})
         if step in evaluations:
-            loss, accuracy = evaluations[step]
-            rows.append({"eval_loss": loss, "eval_accuracy": accuracy, "eval_runtime": "0.1s", "step": step})
+            eval_loss, eval_accuracy = evaluations[step]
+            rows.append(
+                {"eval_loss": eval_loss, "eval_accuracy": eval_accuracy, "eval_runtime": "0.1s", "step": step}
+            )
     every_curve = GrokForecaster.pretrained()
     assert every_curve.predict_logit(rows) == pytest.approx(expected)
     assert every_curve.predict_logit(pd.DataFrame(rows)) == pytest.approx(expected)
