@@ -3,7 +3,6 @@ forecast runs another training loop logged to files (``predict``)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -90,9 +89,8 @@ def predict(
             assessment = forecaster.assess(history)
         except ValueError as error:
             raise GrokforecastError(f"{path}: {error}") from None
-        probability = 1.0 / (1.0 + math.exp(-assessment.logit))
         moved = ", ".join(f"{name} {weight:+.2f}" for name, weight in assessment.main_features.items())
         click.echo(
-            f"{path}: P(grok) {probability:.2f} at step {history.newest_step} "
+            f"{path}: P(grok) {assessment.probability:.2f} at step {history.newest_step} "
             f"(read as {inputs_key(forecaster.groups)}; moved by {moved})"
         )

@@ -121,6 +121,16 @@ class Assessment:
     #: The features as the model read them: z-scores against the fitting corpus, clipped.
     standardized: tuple[float, ...] = ()
 
+    @property
+    def probability(self) -> float:
+        """P(grok): the logit's probability."""
+        return float(probability_of(self.logit))
+
+
+def probability_of(logit: float | np.ndarray) -> float | np.ndarray:
+    """The probability of a logit (or of each of an array's)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=float)))
+
 
 class GrokForecaster:
     """Forecast whether a run will grok from the first few percent of its curves.
@@ -306,7 +316,7 @@ class GrokForecaster:
 
     def predict_proba(self, history: HistoryLike) -> float:
         """P(grok) of one early history, a float in [0, 1]."""
-        return float(1.0 / (1.0 + np.exp(-self.predict_logit(history))))
+        return float(probability_of(self.predict_logit(history)))
 
     def predict_logit(self, history: HistoryLike) -> float:
         """``log(p / (1 - p))`` of :meth:`predict_proba`, without its rounding at 0 and 1."""
@@ -315,7 +325,7 @@ class GrokForecaster:
         return float(reader._logits(reader.feature_matrix([readable]))[0])
 
     def predict_proba_features(self, matrix: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self._logits(matrix)))
+        return probability_of(self._logits(matrix))
 
     def predict_logit_features(self, matrix: np.ndarray) -> np.ndarray:
         return self._logits(matrix)

@@ -78,8 +78,8 @@ def agreed_signs(directions: np.ndarray) -> np.ndarray:
     least two did, else 0."""
     voted = ~np.isnan(directions)
     signs = np.sign(np.nan_to_num(directions))
-    up, down = (np.all((signs == sign) | ~voted, axis=0) for sign in (1, -1))
-    return np.where(voted.sum(axis=0) < 2, 0, np.where(up, 1, np.where(down, -1, 0))).astype(int)
+    agreed = np.select([np.all((signs == sign) | ~voted, axis=0) for sign in (1, -1)], [1, -1], 0)
+    return np.where(voted.sum(axis=0) >= 2, agreed, 0).astype(int)
 
 
 def consistent_weights(directions: np.ndarray) -> np.ndarray:
