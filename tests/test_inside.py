@@ -81,6 +81,7 @@ def test_the_top_hessian_eigenvalue_of_a_quadratic_loss_is_its_largest_curvature
         ("modular_mlp", {"p": 23, "embed_dim": 16, "hidden": 32}, "token embedding"),
         ("modular_quadratic", {"p": 23, "width": 64}, "token embedding"),
         ("modular_transformer", {"p": 23, "d_model": 32, "n_heads": 2, "n_layers": 1}, "token embedding"),
+        ("modular_gru", {"p": 23, "embed_dim": 8, "hidden": 16}, "token embedding"),
         ("sparse_parity", {"n_bits": 8, "hidden": 32}, "last hidden layer"),
         ("digits_mlp", {"width": 32}, "last hidden layer"),
     ],

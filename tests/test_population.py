@@ -19,6 +19,7 @@ WORKLOADS = {
     "modular_mlp": {"workload_options": {"p": 23, "embed_dim": 16, "hidden": 32}},
     "modular_quadratic": {"workload_options": {"p": 23, "width": 64}},
     "modular_transformer": {"workload_options": {"p": 23, "d_model": 32, "n_heads": 2, "n_layers": 1}},
+    "modular_gru": {"workload_options": {"p": 23, "embed_dim": 8, "hidden": 16}},
     "digits_mlp": {"workload_options": {"width": 64}, "init_scale": 8.0},
     "sparse_parity": {"workload_options": {"n_bits": 12, "k": 3, "size": 600, "hidden": 64}},
 }

@@ -17,6 +17,7 @@ TINY = {
     "modular_mlp": ({"p": 11, "embed_dim": 8, "hidden": 16}, {}),
     "modular_quadratic": ({"p": 11, "width": 32}, {}),
     "modular_transformer": ({"p": 7, "d_model": 16, "n_heads": 2, "n_layers": 1}, {}),
+    "modular_gru": ({"p": 7, "embed_dim": 8, "hidden": 16}, {}),
     "digits_mlp": ({"width": 16}, {"init_scale": 2.0}),
     "sparse_parity": ({"n_bits": 8, "k": 3, "size": 200, "hidden": 16}, {}),
 }

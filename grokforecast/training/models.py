@@ -177,6 +177,44 @@ class ArithmeticTransformer(nn.Module):
         return self.head(self.norm(h[:, -1]))
 
 
+class ArithmeticGRU(nn.Module):
+    """A gated recurrent network reading ``x op y =`` one token at a time, logits of the
+    answer from its last state: a model family with no attention and no MLP over a
+    concatenated pair.
+
+    The cell is written out (``torch.nn.GRU``'s equations: reset and update gates, a
+    candidate state) rather than taken from ``nn.GRU``, whose fused kernel has no batching
+    rule, so that a :class:`~grokforecast.training.population.Population` trains it under
+    ``vmap`` like any other model.
+    """
+
+    def __init__(self, p: int, embed_dim: int = 32, hidden: int = 64) -> None:
+        super().__init__()
+        self.op_token, self.eq_token, self.hidden_size = p, p + 1, hidden
+        self.tokens = nn.Embedding(p + 2, embed_dim)
+        self.input_gates = nn.Linear(embed_dim, 3 * hidden)
+        self.state_gates = nn.Linear(hidden, 3 * hidden)
+        self.head = nn.Linear(hidden, p)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        n = pairs.shape[0]
+        sequence = (
+            pairs[:, 0],
+            pairs.new_full((n,), self.op_token),
+            pairs[:, 1],
+            pairs.new_full((n,), self.eq_token),
+        )
+        state = pairs.new_zeros((n, self.hidden_size), dtype=self.head.weight.dtype)
+        for token in sequence:
+            reset_in, update_in, candidate_in = self.input_gates(self.tokens(token)).chunk(3, dim=-1)
+            reset_st, update_st, candidate_st = self.state_gates(state).chunk(3, dim=-1)
+            reset = torch.sigmoid(reset_in + reset_st)
+            update = torch.sigmoid(update_in + update_st)
+            candidate = torch.tanh(candidate_in + reset * candidate_st)
+            state = (1 - update) * candidate + update * state
+        return self.head(state)
+
+
 class ParityMLP(nn.Module):
     """One hidden ReLU layer over +-1 bit strings, two logits (Barak et al. 2022's sparse parity net)."""
 

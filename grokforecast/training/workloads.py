@@ -40,6 +40,7 @@ from grokforecast.training.datasets import (
     split_by_fraction,
 )
 from grokforecast.training.models import (
+    ArithmeticGRU,
     ArithmeticTransformer,
     DigitsMLP,
     EmbeddingMLP,
@@ -146,6 +147,16 @@ def modular_transformer(
     data = split_by_fraction(*modular_table(op, p), data_fraction, seed)
     model = ArithmeticTransformer(p, d_model, n_heads, n_layers)
     return Problem(model, data, num_classes=p)
+
+
+@register_workload("modular_gru")
+def modular_gru(
+    data_fraction: float, seed: int, op: str = "x+y", p: int = 31, embed_dim: int = 32, hidden: int = 64
+) -> Problem:
+    """A GRU reading ``x op y =`` token by token, cross-entropy on the answer: a recurrent
+    family, unlike the MLPs and the transformer."""
+    data = split_by_fraction(*modular_table(op, p), data_fraction, seed)
+    return Problem(ArithmeticGRU(p, embed_dim, hidden), data, num_classes=p)
 
 
 @register_workload("sparse_parity")
