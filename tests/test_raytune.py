@@ -367,9 +367,20 @@ def _ran(plan: SweepPlan) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_each_ray_trial_holds_a_population_whose_members_are_recorded_in_the_study(in_tmp: Path) -> None:
-    # Optuna 5.1.0's draws give forecasts of 0.50-0.81 at the probe, one of them at 0.50:
-    # a threshold clear of every one of them prunes three and keeps three, run after run.
-    path = write_study(in_tmp, study_text("raypop", n_trials=6, threshold=0.56))
+    # Six grid points, three at a data fraction of 0.3 and three at 0.8: the forecast sets
+    # them far apart (the data fraction is its largest term), so whatever order two Ray
+    # workers ask for them in, the threshold prunes some and keeps others. Random draws
+    # asked concurrently differ from run to run, and left a forecast 0.004 from the line.
+    grid = {
+        'kind = "random"': 'kind = "grid"',
+        "lr = { low = 1e-3, high = 1e-2, log = true }": "lr = { choices = [3e-3] }",
+        "weight_decay = { low = 0.1, high = 2.0, log = true }": "weight_decay = { choices = [0.5, 1.0, 2.0] }",
+        "data_fraction = { low = 0.3, high = 0.8 }": "data_fraction = { choices = [0.3, 0.8] }",
+    }
+    text = study_text("raypop", n_trials=6, threshold=0.5)
+    for random_search, grid_search in grid.items():
+        text = text.replace(random_search, grid_search)
+    path = write_study(in_tmp, text)
     sweep = _population_sweep(path, "--population", "3")
     stdout, stderr = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, stderr
