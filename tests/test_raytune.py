@@ -374,7 +374,7 @@ def test_each_ray_trial_holds_a_population_whose_members_are_recorded_in_the_stu
     grid = {
         'kind = "random"': 'kind = "grid"',
         "lr = { low = 1e-3, high = 1e-2, log = true }": "lr = { choices = [3e-3] }",
-        "weight_decay = { low = 0.1, high = 2.0, log = true }": "weight_decay = { choices = [0.5, 1.0, 2.0] }",
+        "weight_decay = { low = 0.1, high = 2.0, log = true }": "weight_decay = { choices = [0.5, 1, 2] }",
         "data_fraction = { low = 0.3, high = 0.8 }": "data_fraction = { choices = [0.3, 0.8] }",
     }
     text = study_text("raypop", n_trials=6, threshold=0.5)
