@@ -135,6 +135,14 @@ class QuadraticMLP(nn.Module):
         return _linear_stacked(params, "w", (u + v) ** 2)
 
 
+def _operation_tokens(pairs: torch.Tensor, op_token: int, eq_token: int) -> torch.Tensor:
+    """The sequence ``x op y =`` of each pair ``(x, y)``, as token ids (``[rows, 4]``)."""
+    n = pairs.shape[0]
+    return torch.stack(
+        [pairs[:, 0], pairs.new_full((n,), op_token), pairs[:, 1], pairs.new_full((n,), eq_token)], dim=1
+    )
+
+
 class ArithmeticTransformer(nn.Module):
     """Decoder-only transformer on ``x op y =`` (Power et al. 2022), logits of the answer.
 
@@ -162,17 +170,7 @@ class ArithmeticTransformer(nn.Module):
         self.register_buffer("causal_mask", nn.Transformer.generate_square_subsequent_mask(4))
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        n = pairs.shape[0]
-        sequence = torch.stack(
-            [
-                pairs[:, 0],
-                pairs.new_full((n,), self.op_token),
-                pairs[:, 1],
-                pairs.new_full((n,), self.eq_token),
-            ],
-            dim=1,
-        )
-        h = self.tokens(sequence) + self.positions
+        h = self.tokens(_operation_tokens(pairs, self.op_token, self.eq_token)) + self.positions
         h = self.blocks(h, mask=self.causal_mask, is_causal=True)
         return self.head(self.norm(h[:, -1]))
 
@@ -197,15 +195,9 @@ class ArithmeticGRU(nn.Module):
         self.head = nn.Linear(hidden, p)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        n = pairs.shape[0]
-        sequence = (
-            pairs[:, 0],
-            pairs.new_full((n,), self.op_token),
-            pairs[:, 1],
-            pairs.new_full((n,), self.eq_token),
-        )
-        state = pairs.new_zeros((n, self.hidden_size), dtype=self.head.weight.dtype)
-        for token in sequence:
+        sequence = _operation_tokens(pairs, self.op_token, self.eq_token)
+        state = pairs.new_zeros((pairs.shape[0], self.hidden_size), dtype=self.head.weight.dtype)
+        for token in sequence.unbind(dim=1):
             reset_in, update_in, candidate_in = self.input_gates(self.tokens(token)).chunk(3, dim=-1)
             reset_st, update_st, candidate_st = self.state_gates(state).chunk(3, dim=-1)
             reset = torch.sigmoid(reset_in + reset_st)
