@@ -92,6 +92,15 @@ def looks_like_accuracy(values: Mapping[int, float]) -> bool:
     return bool(np.median(ordered[-quarter:]) > np.median(ordered[:quarter]))
 
 
+def step_array(steps: Iterable[float] | np.ndarray) -> np.ndarray:
+    """Steps as integers, or as floats where some are fractional: a log whose only step
+    column is its epoch, counted in fractions (0.25, 0.5, ...), keeps them, where rounding
+    down would give several points one step. The forecaster reads steps only relative to
+    the window they span, so their unit does not matter."""
+    as_float = np.asarray(steps, dtype=float)
+    return as_float.astype(int) if np.array_equal(as_float, np.round(as_float)) else as_float
+
+
 class History(Mapping[str, Any]):
     """A trial's series so far, ``{name: (steps, values)}``, and its hyperparameters."""
 
@@ -99,7 +108,7 @@ class History(Mapping[str, Any]):
         self, series: Mapping[str, SeriesArrays], hyperparameters: Mapping[str, float] | None = None
     ) -> None:
         self.series = {
-            name: (np.asarray(steps, dtype=int), np.asarray(values, dtype=float))
+            name: (step_array(steps), np.asarray(values, dtype=float))
             for name, (steps, values) in series.items()
         }
         self.hyperparameters = dict(hyperparameters) if hyperparameters is not None else None
@@ -174,7 +183,7 @@ class History(Mapping[str, Any]):
 
     # -- views -------------------------------------------------------------------------
 
-    def until(self, step: int) -> History:
+    def until(self, step: float) -> History:
         """Every measurement taken at or before ``step``."""
         return History(
             {
@@ -203,18 +212,19 @@ class History(Mapping[str, Any]):
         return History(self.series, hyperparameters)
 
     @property
-    def newest_step(self) -> int | None:
-        """The step of the latest measurement of any series (None when empty)."""
-        ends = [int(steps[-1]) for steps, _ in self.series.values() if len(steps)]
+    def newest_step(self) -> int | float | None:
+        """The step of the latest measurement of any series (None when empty; a float
+        only for a log counted in fractional epochs, :func:`step_array`)."""
+        ends = [steps[-1].item() for steps, _ in self.series.values() if len(steps)]
         return max(ends) if ends else None
 
-    def first_non_finite(self) -> tuple[str, int] | None:
+    def first_non_finite(self) -> tuple[str, int | float] | None:
         """The series and step of the earliest NaN or infinite value, if any."""
         found = []
         for name, (steps, values) in self.series.items():
             bad = np.flatnonzero(~np.isfinite(values))
             if bad.size:
-                found.append((int(steps[bad[0]]), name))
+                found.append((steps[bad[0]].item(), name))
         if not found:
             return None
         step, name = min(found)

@@ -19,11 +19,21 @@ CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
 EVALUATED_CURVES = ("val_loss", "val_acc", "weight_norm")
 #: How other training loops commonly name the curves the forecaster reads (Keras's
 #: ``loss`` and ``accuracy``, PyTorch Lightning's ``val_accuracy``, a held-out set called
-#: ``test`` or ``valid``): a history key spelled so is read as the curve, and
+#: ``test`` or ``valid``, a script's saved lists ``train_losses`` and ``test_accs``): a
+#: history key spelled so is read as the curve, and
 #: ``<spelling>_steps`` as its steps, where the history has no key of the curve's own name.
 SERIES_SPELLINGS = {
-    "train_loss": ("loss", "training_loss", "train/loss"),
-    "train_acc": ("acc", "accuracy", "train_accuracy", "training_accuracy", "train/acc", "train/accuracy"),
+    "train_loss": ("loss", "training_loss", "train/loss", "train_losses"),
+    "train_acc": (
+        "acc",
+        "accuracy",
+        "train_accuracy",
+        "training_accuracy",
+        "train/acc",
+        "train/accuracy",
+        "train_accs",
+        "train_accuracies",
+    ),
     "val_loss": (
         "valid_loss",
         "validation_loss",
@@ -33,6 +43,9 @@ SERIES_SPELLINGS = {
         "valid/loss",
         "eval/loss",
         "test/loss",
+        "val_losses",
+        "valid_losses",
+        "test_losses",
     ),
     "val_acc": (
         "val_accuracy",
@@ -50,6 +63,10 @@ SERIES_SPELLINGS = {
         "eval/accuracy",
         "test/acc",
         "test/accuracy",
+        "val_accs",
+        "val_accuracies",
+        "test_accs",
+        "test_accuracies",
     ),
     "weight_norm": ("param_norm", "parameter_norm", "weights_norm"),
 }

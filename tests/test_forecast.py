@@ -306,6 +306,67 @@ def test_a_shipped_calibration_reads_whatever_a_training_loop_logged(quadratic: 
         every_curve.predict_logit({"train_loss": [2.0, 1.0, 0.5]})
 
 
+def test_a_log_file_of_another_scripts_shape_forecasts_as_its_curves(quadratic: list, tmp_path) -> None:
+    """Logs as other grokking scripts save them read as the run's own curves: saved lists
+    (``train_losses``, ``test_accs``), curves nested by split with their own step columns,
+    rows under ``history`` with the hyperparameters in a nested ``config``, and a step
+    column of fractional epochs, whose points keep their order instead of collapsing onto
+    whole epochs (the forecast reads steps relative to the window, so their unit is free)."""
+    import json
+
+    from grokforecast.forecast.log_files import read_log
+
+    record = quadratic[5]
+    history = probe_history(record, 0.1)
+    train_loss, train_acc = history["train_loss"].tolist(), history["train_acc"].tolist()
+    val_loss, val_acc = history["val_loss"].tolist(), history["val_acc"].tolist()
+    eval_steps = history["val_loss_steps"].tolist()
+    own = {key: value for key, value in history.items() if not key.startswith("weight_norm")}
+    forecast_of = GrokForecaster.pretrained_for
+    expected = forecast_of(own).predict_logit(own)
+
+    def logit_of(name: str, content: object) -> float:
+        (tmp_path / name).write_text(json.dumps(content))
+        logged = read_log(tmp_path / name)
+        return forecast_of(logged).predict_logit(logged)
+
+    config = {"optimizer": {"lr": record.config["lr"], "weight_decay": record.config["weight_decay"]}}
+    config["data"] = {"frac_train": record.config["data_fraction"]}
+    nested = {
+        "config": config,
+        "train": {"loss": train_loss, "acc": train_acc},
+        "val": {"loss": val_loss, "acc": val_acc, "step": eval_steps},
+    }
+    assert logit_of("nested.json", nested) == pytest.approx(expected)
+
+    def rows(clock: str, per_step: float) -> list[dict]:
+        """The run as a row per step and one per evaluation, timed by ``clock``."""
+        training = zip(range(len(train_loss)), train_loss, train_acc, strict=True)
+        evaluations = zip(eval_steps, val_loss, val_acc, strict=True)
+        return [{clock: s * per_step, "loss": loss, "accuracy": acc} for s, loss, acc in training] + [
+            {clock: s * per_step, "eval_loss": loss, "eval_accuracy": acc} for s, loss, acc in evaluations
+        ]
+
+    assert logit_of("history.json", {"config": config, "history": rows("step", 1)}) == pytest.approx(expected)
+    # An epoch of 8 steps: the log's only clock counts in eighths.
+    assert logit_of("epochs.json", {"config": config, "history": rows("epoch", 1 / 8)}) == pytest.approx(
+        expected
+    )
+    epochs = read_log(tmp_path / "epochs.json")
+    assert epochs["val_loss_steps"].tolist() == [step / 8 for step in eval_steps]
+    assert epochs.newest_step == history.newest_step / 8
+    assert epochs.until(1.5)["val_loss_steps"].max() <= 1.5
+
+    saved_lists = {"train_losses": train_loss, "test_losses": val_loss, "test_accs": val_acc}
+    saved_lists |= {"test_losses_steps": eval_steps, "test_accs_steps": eval_steps}
+    curves_only = {
+        key: own[key] for key in ("train_loss", "val_loss", "val_loss_steps", "val_acc", "val_acc_steps")
+    }
+    assert logit_of("lists.json", saved_lists) == pytest.approx(
+        forecast_of(curves_only).predict_logit(curves_only)
+    )
+
+
 def test_a_log_kept_as_rows_reads_as_its_columns_at_its_logged_steps(quadratic: list) -> None:
     """A log of rows (HuggingFace's ``trainer.state.log_history``: a training row per
     step, an evaluation row at each evaluation, each with its ``step``) forecasts as the

@@ -48,7 +48,11 @@ def fit(corpora: tuple[str, ...], out_dir: Path | None) -> None:
 
 @forecaster.command("predict")
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--until", type=click.IntRange(min=0), help="Read each log up to and at this step (the probe).")
+@click.option(
+    "--until",
+    type=click.FloatRange(min=0),
+    help="Read each log up to and at this step (the probe), in the log's step column's unit.",
+)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="The run's learning rate.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="The run's weight decay.")
 @click.option(
@@ -56,7 +60,7 @@ def fit(corpora: tuple[str, ...], out_dir: Path | None) -> None:
 )
 def predict(
     logs: tuple[Path, ...],
-    until: int | None,
+    until: float | None,
     lr: float | None,
     weight_decay: float | None,
     data_fraction: float | None,

@@ -79,12 +79,14 @@ def fewest_points(name: str) -> int:
 
 def steps_of(history: HistoryLike, name: str, points: int) -> np.ndarray:
     """The steps of series ``name`` of ``points`` values: ``history["<name>_steps"]``, or
-    the log's step column of as many entries (:data:`STEP_SPELLINGS`), or ``0..points-1``
-    where the history gives neither."""
+    the log's step column of as many entries (:data:`STEP_SPELLINGS`; for ``val/loss``,
+    ``val/step`` before ``step``), or ``0..points-1`` where the history gives neither."""
     steps_key = f"{name}_steps"
     if steps_key in history:
         return np.asarray(history[steps_key], dtype=float)
-    for key in STEP_SPELLINGS:
+    split = name.rpartition("/")[0]
+    columns = [f"{split}/{key}" for key in STEP_SPELLINGS] if split else []
+    for key in (*columns, *STEP_SPELLINGS):
         if key in history and np.shape(history[key]) == (points,):
             return np.asarray(history[key], dtype=float)
     return np.arange(points, dtype=float)

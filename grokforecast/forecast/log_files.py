@@ -3,11 +3,16 @@
 Three forms, by the file's suffix: ``.csv`` (a header row, one row per step or per
 evaluation: Keras's ``CSVLogger``, Lightning's ``metrics.csv``; an empty cell is a value
 not measured there), ``.jsonl`` (one JSON object per line) and ``.json`` (an object of
-curves, ``{"val_loss": [...], ...}``, or a list of row objects: HuggingFace's
-``trainer_state.json`` holds its rows under ``log_history``). What comes back is a
+curves, ``{"val_loss": [...], ...}``, or a list of row objects). A ``.json`` object may
+nest its curves by split (``{"train": {"loss": [...]}, "val": {"loss": [...]}}``) or keep
+its rows or curves under one of :data:`CURVE_CONTAINERS` (HuggingFace's
+``trainer_state.json``: ``log_history``), and the run's hyperparameters under one of
+:data:`HYPERPARAMETER_CONTAINERS` (nested objects read as dotted names:
+``{"config": {"optimizer": {"lr": ...}}}``). What comes back is a
 :class:`~grokforecast.history.History` of the curves the forecaster reads, found under
-their common spellings, with the ``step`` (or ``epoch``) column as their steps and the
-points a row did not measure left out (:func:`~grokforecast.forecast.features.readable_part`).
+their common spellings, with the ``step`` (or ``epoch``, fractions kept) column as their
+steps and the points a row did not measure left out
+(:func:`~grokforecast.forecast.features.readable_part`).
 
 Example:
 
@@ -35,11 +40,16 @@ from grokforecast.vocabulary import CURVE_GROUPS
 
 #: The suffixes of the logs read (the module's docstring says what each holds).
 LOG_SUFFIXES = (".csv", ".jsonl", ".json")
+#: Keys under which a ``.json`` log object keeps its rows or curves, first found first.
+CURVE_CONTAINERS = ("log_history", "history", "metrics", "curves", "logs", "log")
+#: Keys under which a ``.json`` log object keeps its run's hyperparameters, first that
+#: holds all three first (a malformed ``"hyperparameters"`` is an error: it was meant).
+HYPERPARAMETER_CONTAINERS = ("hyperparameters", "hparams", "config", "params", "args")
 
 
 def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = None) -> History:
     """The curves of the log at ``path``, with the run's ``hyperparameters``: those given,
-    else those a JSON log of curves holds under ``"hyperparameters"`` (common spellings
+    else those a JSON log object holds (:data:`HYPERPARAMETER_CONTAINERS`; common spellings
     read: ``learning_rate``, ``wd``, ``train_fraction``, ...). A :class:`GrokforecastError`
     names the file and what is wrong with it where it cannot be read."""
     path = Path(path)
@@ -50,7 +60,7 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
         )
     try:
         with path.open(newline="") as file:
-            content = _parsed(file.read(), path.suffix)
+            content, settings = _parsed(file.read(), path.suffix)
         if not content:
             raise GrokforecastError(f"{path}: holds no rows; is the run's log written yet?")
         columns = columns_of(content)
@@ -67,35 +77,61 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
                 "(a training loss needs 6, a validation curve 2)"
             )
         curves = {name: (part[f"{name}_steps"], part[name]) for name in CURVE_GROUPS if name in part}
-        return History(curves, hyperparameters or _logged_hyperparameters(part, path))
+        return History(curves, hyperparameters or _logged_hyperparameters(settings, path))
     except OSError as error:
         raise GrokforecastError(f"{path}: {error.strerror}") from None
     except (ValueError, csv.Error) as error:
         raise GrokforecastError(f"{path}: {error}") from None
 
 
-def _logged_hyperparameters(part: Mapping[str, Any], path: Path) -> dict[str, float] | None:
-    """The hyperparameters a log holds, under the forecaster's names; None where it holds
-    none."""
-    logged = part.get("hyperparameters")
-    if logged is None:
-        return None
-    found = hyperparameters_from(logged) if isinstance(logged, Mapping) else None
-    if found is None:
-        raise GrokforecastError(
-            f"{path}: its hyperparameters {logged!r} need lr, weight_decay and data_fraction (or "
-            "learning_rate, wd, train_fraction, ...) with lr > 0, weight_decay >= 0, 0 < data_fraction <= 1"
-        )
-    return found
+def _logged_hyperparameters(settings: Mapping[str, Any], path: Path) -> dict[str, float] | None:
+    """The hyperparameters a ``.json`` log object holds (``settings``: its top level),
+    under the forecaster's names; None where it holds none."""
+    for key in HYPERPARAMETER_CONTAINERS:
+        logged = settings.get(key)
+        if not isinstance(logged, Mapping):
+            continue
+        found = hyperparameters_from(_flattened(logged))
+        if found is not None:
+            return found
+        if key == "hyperparameters":
+            raise GrokforecastError(
+                f"{path}: its hyperparameters {dict(logged)!r} need lr, weight_decay and data_fraction "
+                "(or learning_rate, wd, train_fraction, ...) with lr > 0, weight_decay >= 0, "
+                "0 < data_fraction <= 1"
+            )
+    return None
 
 
-def _parsed(text: str, suffix: str) -> Any:
-    """The rows or the columns a log's ``text`` holds, as the form ``suffix`` names."""
+def _parsed(text: str, suffix: str) -> tuple[Any, Mapping[str, Any]]:
+    """The rows or the columns a log's ``text`` holds, as the form ``suffix`` names, and
+    the object around them where the log is a ``.json`` object (else empty), which may
+    hold the run's hyperparameters."""
     if suffix == ".csv":
-        return list(csv.DictReader(text.splitlines()))
+        return list(csv.DictReader(text.splitlines())), {}
     if suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [json.loads(line) for line in text.splitlines() if line.strip()], {}
     content = json.loads(text)
-    if isinstance(content, Mapping) and isinstance(content.get("log_history"), list):
-        return content["log_history"]  # HuggingFace's trainer_state.json
-    return content
+    if not isinstance(content, Mapping):
+        return content, {}
+    curves = _flattened(content)
+    if not any(curve_key(curves, name) for name in CURVE_GROUPS):
+        inner = next(
+            (content[key] for key in CURVE_CONTAINERS if isinstance(content.get(key), list | Mapping)), None
+        )
+        if inner is not None:
+            curves = _flattened(inner) if isinstance(inner, Mapping) else inner
+    return curves, content
+
+
+def _flattened(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``tree`` with its nested objects' keys joined by ``/`` (``{"val": {"loss": x}}`` is
+    ``{"val/loss": x}``), as loggers that write ``val/loss`` name them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flattened(value, f"{name}/"))
+        else:
+            flat[name] = value
+    return flat
