@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grokforecast.vocabulary import CURVE_GROUPS, EVALUATED_CURVES, HYPERPARAMETER_SPELLINGS, HYPERPARAMETERS
+from grokforecast.vocabulary import (
+    CURVE_GROUPS,
+    EVALUATED_CURVES,
+    HYPERPARAMETER_SETS,
+    HYPERPARAMETER_SPELLINGS,
+    HYPERPARAMETERS,
+)
 
 if TYPE_CHECKING:
     from grokforecast.curves import Curves
@@ -45,22 +51,40 @@ def hyperparameters_from(
     params: Mapping[str, Any], names: Mapping[str, str] | None = None
 ) -> dict[str, float] | None:
     """The forecaster's hyperparameters (``lr``, ``weight_decay``, ``data_fraction``) from a
-    trial's parameters; None when any is missing, not a number or out of its range.
+    trial's parameters: every set of :data:`~grokforecast.vocabulary.HYPERPARAMETER_SETS`
+    whose values are all there, numbers and in range (``lr > 0``, ``weight_decay >= 0``,
+    ``0 < data_fraction <= 1``); None when no set is.
 
     ``names`` says which parameter holds each; by default a parameter is recognised by
     its common spellings (:data:`~grokforecast.vocabulary.HYPERPARAMETER_SPELLINGS`).
 
     >>> hyperparameters_from({"optimizer.learning_rate": 3e-3, "wd": 1, "train_fraction": 0.4})
     {'lr': 0.003, 'weight_decay': 1.0, 'data_fraction': 0.4}
+    >>> hyperparameters_from({"lr": 3e-3, "weight_decay": 1.0, "n_layers": 2})  # a fixed data set
+    {'lr': 0.003, 'weight_decay': 1.0}
     """
     names = names or recognised_names(params)
-    values = {name: params.get(names[name]) if name in names else None for name in HYPERPARAMETERS}
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()):
-        return None
-    lr, weight_decay, fraction = (float(values[name]) for name in HYPERPARAMETERS)
-    if not (lr > 0 and weight_decay >= 0 and 0 < fraction <= 1):
-        return None
-    return {"lr": lr, "weight_decay": weight_decay, "data_fraction": fraction}
+    given = {name: params.get(names[name]) for name in HYPERPARAMETERS if name in names}
+    valid = {
+        name: float(value)
+        for name, value in given.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and in_range(name, float(value))
+    }
+    complete = complete_sets(valid)
+    return {name: valid[name] for name in HYPERPARAMETERS if name in complete} or None
+
+
+def complete_sets(names: Iterable[str]) -> set[str]:
+    """Those of ``names`` that make up whole sets of
+    :data:`~grokforecast.vocabulary.HYPERPARAMETER_SETS` (``{"lr"}`` alone makes none)."""
+    names = set(names)
+    return {name for group in HYPERPARAMETER_SETS if set(group) <= names for name in group}
+
+
+def in_range(name: str, value: float) -> bool:
+    """Whether ``value`` can be hyperparameter ``name`` (``lr > 0``, ``weight_decay >= 0``,
+    ``0 < data_fraction <= 1``)."""
+    return {"lr": value > 0, "weight_decay": value >= 0, "data_fraction": 0 < value <= 1}[name]
 
 
 def recognised_names(params: Mapping[str, Any]) -> dict[str, str]:

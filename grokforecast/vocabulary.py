@@ -76,6 +76,11 @@ SERIES_SPELLINGS = {
 STEP_SPELLINGS = ("step", "global_step", "steps", "iteration", "epoch")
 #: The hyperparameters the forecaster reads, by the names a trial's parameters carry.
 HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
+#: The hyperparameters read together, each set giving its own features: the data fraction,
+#: and the learning rate with the weight decay (their product is Omnigrok's decay rate). A
+#: run may give one set only (a study that sweeps lr and weight decay on a fixed data
+#: set); the features of a set it does not give are read at the fitted corpus's mean.
+HYPERPARAMETER_SETS = (("data_fraction",), ("lr", "weight_decay"))
 #: How a user's search space commonly spells each of them: a trial parameter is recognised
 #: by its last dotted or slashed part (``optimizer.lr``, ``optimizer/lr``), in lower case,
 #: with ``-`` read as ``_``. A project spelling them otherwise passes a mapping.

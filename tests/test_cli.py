@@ -201,6 +201,11 @@ def test_forecaster_predict_reads_logs_another_loop_wrote_and_names_a_bad_one(tm
         cwd=tmp_path,
     )
     assert "read as train_loss+train_acc+val_loss+val_acc+hyperparameters;" in with_them.stdout
+    fixed_data_set = run(
+        "forecaster", "predict", "run.csv", "--until", str(probe), *hyperparameters, cwd=tmp_path
+    )
+    assert "read as train_loss+train_acc+val_loss+val_acc+hyperparameters;" in fixed_data_set.stdout
+    assert "data_fraction, log_data_fraction read at the fitted corpus's mean" in fixed_data_set.stdout
     spelled = {
         "learning_rate": config["lr"],
         "wd": config["weight_decay"],
@@ -215,7 +220,7 @@ def test_forecaster_predict_reads_logs_another_loop_wrote_and_names_a_bad_one(tm
     for args, message in [
         (["other.json"], "error: other.json: holds none of the curves"),
         (["missing.csv"], "error: missing.csv: No such file or directory"),
-        (["run.csv", *hyperparameters], "error: give --lr, --weight-decay and --data-fraction together"),
+        (["run.csv", "--lr", "1e-3"], "error: give --lr and --weight-decay together"),
     ]:
         bad = run("forecaster", "predict", *args, cwd=tmp_path)
         lines = bad.stderr.strip().splitlines()

@@ -9,7 +9,7 @@ import grokforecast as gf
 from grokforecast.corpus import load_corpus
 from grokforecast.errors import GrokforecastError
 from grokforecast.forecast import PRETRAINED_INPUTS, GrokForecaster, fit_grok_time
-from grokforecast.forecast.features import FEATURE_GROUPS, extract_features
+from grokforecast.forecast.features import FEATURE_GROUPS, HYPERPARAMETER_FEATURE_INPUTS, extract_features
 from grokforecast.forecast.fitting import (
     DEFAULT_PROBE_FRACTIONS,
     MIN_SLOPE,
@@ -459,8 +459,40 @@ def test_feature_extraction_is_explicit_about_missing_or_bad_series() -> None:
         extract_features({"val_loss": [2.0]}, ("val_loss",))
     with pytest.raises(ValueError, match="non-finite value nan at index 2"):
         extract_features({"train_loss": [2.0, 1.5, np.nan, 1.0, 0.9, 0.8]}, ("train_loss",))
-    with pytest.raises(ValueError, match=r"history\['hyperparameters'\] must hold"):
+    with pytest.raises(ValueError, match=r"history\['hyperparameters'\] must hold lr and weight_decay, or"):
         extract_features({"hyperparameters": {"lr": 1e-3}}, ("hyperparameters",))
+    with pytest.raises(ValueError, match=r"hyperparameters \{'data_fraction': 1.5\} are out of range"):
+        extract_features({"hyperparameters": {"wd": 1.0, "lr": 1e-3, "fraction": 1.5}}, ("hyperparameters",))
+
+
+def test_hyperparameters_a_run_does_not_give_are_read_at_the_fitted_mean_and_never_fitted_on(
+    quadratic: list,
+) -> None:
+    """A run that gives one set of hyperparameters (lr and weight decay, on a fixed data
+    set) has the other set's features read at the fitted corpus's mean, and named; a fit
+    refuses runs without them rather than learn from a guess."""
+    assert set(HYPERPARAMETER_FEATURE_INPUTS) == set(FEATURE_GROUPS["hyperparameters"])
+    history = probe_history(quadratic[5], 0.1)
+    lr_and_decay = {
+        "lr": history.hyperparameters["lr"],
+        "weight_decay": history.hyperparameters["weight_decay"],
+    }
+    features = extract_features({"hyperparameters": lr_and_decay}, ("hyperparameters",))
+    assert np.isnan(features["data_fraction"]) and np.isfinite(features["log_decay_rate"])
+    forecaster = GrokForecaster.pretrained("full+hyperparameters")
+    partial = history.with_hyperparameters(lr_and_decay)
+    assessment = forecaster.assess(partial)
+    assert assessment.at_mean == ("data_fraction", "log_data_fraction")
+    assert forecaster.assess(history).at_mean == ()
+    assert all(np.isfinite(list(assessment.features.values())))
+    fraction_only = history.with_hyperparameters({"data_fraction": history.hyperparameters["data_fraction"]})
+    assert forecaster.assess(fraction_only).at_mean == ("log_decay_rate",)
+    histories = [probe_history(r, 0.1) for r in quadratic[:12]]
+    histories[3] = histories[3].with_hyperparameters(lr_and_decay)
+    with pytest.raises(
+        ValueError, match=r"fitting needs every hyperparameter of every run; features \['data_fraction'"
+    ):
+        GrokForecaster((*CURVE_GROUPS, "hyperparameters")).fit(histories, [r.grokked for r in quadratic[:12]])
 
 
 def test_a_loss_that_underflowed_to_zero_reads_as_its_smallest_positive_value() -> None:

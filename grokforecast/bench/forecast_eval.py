@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grokforecast.forecast.features import FEATURE_GROUPS
+from grokforecast.forecast.features import FEATURE_GROUPS, HYPERPARAMETER_FEATURE_INPUTS
 from grokforecast.forecast.fitting import (
     DEFAULT_PROBE_FRACTIONS,
     fit_at_probes,
@@ -33,7 +33,7 @@ from grokforecast.forecast.fitting import (
 )
 from grokforecast.forecast.forecaster import SIGNATURE_FEATURES, GrokForecaster
 from grokforecast.records import RunRecord
-from grokforecast.vocabulary import CURVE_GROUPS
+from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS
 
 #: Feature sets compared; "full" is what ``GrokForecaster()`` uses by default.
 VARIANTS: dict[str, dict] = {
@@ -166,6 +166,7 @@ def evaluate(
     seed: int = 0,
     repeats: int = 5,
     evaluations: int | None = None,
+    swept: Sequence[str] | None = None,
 ) -> list[Score]:
     """Score every variant under both protocols at every probe fraction.
 
@@ -174,6 +175,13 @@ def evaluate(
     With ``evaluations``, the runs scored show only that many evaluations by each probe
     (:meth:`History.evaluated_only`), as a loop evaluating once an epoch would; the
     forecaster is fitted on the recorded evaluations, as the shipped one is.
+
+    With ``swept`` (a set of :data:`~grokforecast.vocabulary.HYPERPARAMETER_SETS`), each
+    corpus is scored as the studies that sweep only those hyperparameters on it: its runs
+    cut into groups that share the other hyperparameters (a study on a fixed data set, say),
+    each group's score the forecast's within it (groups of one outcome left out), the
+    corpus's the mean over its groups; the forecaster is not told the fixed ones, and reads
+    their features at its fitted corpus's mean, as it does for a trial that does not give them.
     """
     from sklearn.model_selection import GroupKFold
 
@@ -207,6 +215,11 @@ def evaluate(
             )
             for fraction in fractions
         }
+    studies = np.array([_study_of(r, swept) for r in records])
+    if swept is not None:
+        scored = {
+            fraction: _without_fixed(full, (scored or matrices)[fraction], swept) for fraction in fractions
+        }
     scores = []
     for name, variant in VARIANTS.items():
         columns = [full.features.index(f) for f in GrokForecaster(**variant).features]
@@ -221,8 +234,14 @@ def evaluate(
             ]
             for fraction in fractions:
                 for workload in sorted(set(workloads)):
-                    mask = workloads == workload
-                    if len(set(labels[mask])) == 2:
+                    groups = [
+                        mask
+                        for mask in (
+                            (workloads == workload) & (studies == study) for study in sorted(set(studies))
+                        )
+                        if len(set(labels[mask])) == 2
+                    ]
+                    if groups:
                         scores.append(
                             average(
                                 [
@@ -236,10 +255,28 @@ def evaluate(
                                         max_fpr,
                                     )
                                     for p in predictions
+                                    for mask in groups
                                 ]
                             )
                         )
     return scores
+
+
+def _study_of(record: RunRecord, swept: Sequence[str] | None) -> str:
+    """The study a run belongs to when studies sweep only ``swept``: its values of the
+    other hyperparameters (every run in one study when ``swept`` is None)."""
+    if swept is None:
+        return ""
+    return "|".join(f"{name}={record.config[name]}" for name in HYPERPARAMETERS if name not in swept)
+
+
+def _without_fixed(forecaster: GrokForecaster, matrix: np.ndarray, swept: Sequence[str]) -> np.ndarray:
+    """``matrix`` with the features of the hyperparameters outside ``swept`` unknown (NaN),
+    as :func:`extract_features` gives them for a history without those."""
+    fixed = {
+        feature for feature, needs in HYPERPARAMETER_FEATURE_INPUTS.items() if not set(needs) <= set(swept)
+    }
+    return np.where([feature in fixed for feature in forecaster.features], np.nan, matrix)
 
 
 def markdown_table(scores: Sequence[Score], max_fpr: float = 0.1) -> str:

@@ -135,6 +135,13 @@ def grokfast_speedup(**settings) -> None:
     "[default: every recorded evaluation].",
 )
 @click.option(
+    "--swept",
+    type=click.Choice(["lr,weight_decay", "data_fraction"]),
+    help="Score as studies that sweep only these hyperparameters: each corpus cut into groups "
+    "in which the others are fixed, the forecaster not told them [default: every run of a "
+    "corpus together, all three given].",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the markdown table to this file.",
@@ -144,13 +151,20 @@ def forecast(
     fractions: tuple[float, ...],
     repeats: int,
     evaluations: int | None,
+    swept: str | None,
     output: Path | None,
 ) -> None:
     """ROC AUC, recall at 10 % FPR and calibration of the forecaster on held-out runs."""
     from grokforecast.bench.forecast_eval import evaluate, markdown_table
     from grokforecast.corpus import load_corpus
 
-    scores = evaluate(load_corpus(*corpora), fractions, repeats=repeats, evaluations=evaluations)
+    scores = evaluate(
+        load_corpus(*corpora),
+        fractions,
+        repeats=repeats,
+        evaluations=evaluations,
+        swept=tuple(swept.split(",")) if swept else None,
+    )
     table = markdown_table(scores)
     click.echo(table)
     if output is not None:

@@ -71,20 +71,27 @@ def predict(
     A log is a .csv (Keras's CSVLogger, Lightning's metrics.csv), a .jsonl, or a .json
     (curves, rows, or HuggingFace's trainer_state.json), with the curves under their
     common names (loss, val_loss, val_accuracy, eval_loss, ...) and a step or epoch
-    column. Give --lr, --weight-decay and --data-fraction together (the runs' shared
+    column. Give --lr and --weight-decay, --data-fraction, or all three (the runs' shared
     values) to forecast with them, the strongest signal on a model family never recorded;
-    a .json of curves may hold its run's own under "hyperparameters".
+    a .json log may hold its run's own (under "hyperparameters", "config", ...).
     """
     from grokforecast.errors import GrokforecastError
     from grokforecast.forecast import GrokForecaster
     from grokforecast.forecast.forecaster import inputs_key
     from grokforecast.forecast.log_files import read_log
+    from grokforecast.history import complete_sets
 
-    given = {"lr": lr, "weight_decay": weight_decay, "data_fraction": data_fraction}
-    if any(value is not None for value in given.values()) and None in given.values():
-        missing = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is None]
-        raise GrokforecastError(f"give --lr, --weight-decay and --data-fraction together; missing {missing}")
-    hyperparameters = None if lr is None else given
+    given = {
+        name: value
+        for name, value in {"lr": lr, "weight_decay": weight_decay, "data_fraction": data_fraction}.items()
+        if value is not None
+    }
+    if complete_sets(given) != set(given):
+        raise GrokforecastError(
+            "give --lr and --weight-decay together (with or without --data-fraction); "
+            f"got only {['--' + name.replace('_', '-') for name in given if name != 'data_fraction']}"
+        )
+    hyperparameters = given or None
     for path in logs:
         history = read_log(path, hyperparameters)
         history = history if until is None else history.until(until)
@@ -94,7 +101,8 @@ def predict(
         except ValueError as error:
             raise GrokforecastError(f"{path}: {error}") from None
         moved = ", ".join(f"{name} {weight:+.2f}" for name, weight in assessment.main_features.items())
+        note = f"; {assessment.at_mean_note}" if assessment.at_mean else ""
         click.echo(
             f"{path}: P(grok) {assessment.probability:.2f} at step {history.newest_step} "
-            f"(read as {inputs_key(forecaster.groups)}; moved by {moved})"
+            f"(read as {inputs_key(forecaster.groups)}; moved by {moved}{note})"
         )

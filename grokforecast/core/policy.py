@@ -215,8 +215,9 @@ class Verdict:
         return self.record.decision is Decision.PRUNE
 
     def noted(self, note: str) -> Verdict:
-        """This verdict, its record saying how the trial's reports were read."""
-        return replace(self, record=replace(self.record, note=note)) if note else self
+        """This verdict, its record saying also how the trial's reports were read."""
+        joined = "; ".join(part for part in (self.record.note, note) if part)
+        return replace(self, record=replace(self.record, note=joined)) if note else self
 
 
 class StoppingPolicy:
@@ -300,6 +301,7 @@ class StoppingPolicy:
             assessment.features,
             key,
             model.describe() if model.trials else {},
+            note=assessment.at_mean_note,
         )
         probe = Probe(
             decision,
@@ -344,6 +346,7 @@ class StoppingPolicy:
             0,
             assessment.features,
             key,
+            note=assessment.at_mean_note,
             rung=rung,
         )
         return Verdict(record, None, forecast)

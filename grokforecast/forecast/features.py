@@ -37,9 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from grokforecast.history import recognised_names
+from grokforecast.history import complete_sets, in_range, recognised_names
 from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
-from grokforecast.vocabulary import CURVE_GROUPS, HYPERPARAMETERS, SERIES_SPELLINGS, STEP_SPELLINGS
+from grokforecast.vocabulary import (
+    CURVE_GROUPS,
+    HYPERPARAMETER_SETS,
+    HYPERPARAMETERS,
+    SERIES_SPELLINGS,
+    STEP_SPELLINGS,
+)
 
 #: What the forecaster reads: a :class:`~grokforecast.history.History`, or any mapping of
 #: the same keys (``"train_loss"``, ``"train_loss_steps"``, ..., ``"hyperparameters"``).
@@ -65,6 +71,14 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "hyperparameters": ("data_fraction", "log_data_fraction", "log_decay_rate"),
 }
 
+
+#: The hyperparameters each hyperparameter feature is computed from: one set of
+#: :data:`~grokforecast.vocabulary.HYPERPARAMETER_SETS` each (NaN where a history lacks it).
+HYPERPARAMETER_FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "data_fraction": HYPERPARAMETER_SETS[0],
+    "log_data_fraction": HYPERPARAMETER_SETS[0],
+    "log_decay_rate": HYPERPARAMETER_SETS[1],
+}
 
 #: The fewest points a series is read from: a level and a trend need two (a project that
 #: evaluates once an epoch has two or three evaluations by a short probe).
@@ -304,19 +318,23 @@ def _weight_norm_features(history: HistoryLike) -> dict[str, float]:
 
 
 def _hyperparameter_features(history: HistoryLike) -> dict[str, float]:
+    """The hyperparameter features, NaN for those of a set the history does not give
+    (:data:`~grokforecast.vocabulary.HYPERPARAMETER_SETS`; the forecaster reads them at
+    its fitted corpus's mean)."""
     given = history.get("hyperparameters")
     names = recognised_names(given) if isinstance(given, Mapping) else {}
-    if any(name not in names for name in HYPERPARAMETERS):
+    if not complete_sets(names):
         raise ValueError(
-            f"history['hyperparameters'] must hold {list(HYPERPARAMETERS)} (or a common spelling of "
-            f"each, such as learning_rate, wd, train_fraction), got {given!r}"
+            f"history['hyperparameters'] must hold lr and weight_decay, or data_fraction, or all three "
+            f"(or a common spelling of each, such as learning_rate, wd, train_fraction), got {given!r}"
         )
-    lr, weight_decay, fraction = (float(given[names[name]]) for name in HYPERPARAMETERS)
-    if not (lr > 0 and weight_decay >= 0 and 0 < fraction <= 1):
+    values = {name: float(given[names[name]]) for name in HYPERPARAMETERS if name in names}
+    wrong = {name: value for name, value in values.items() if not in_range(name, value)}
+    if wrong:
         raise ValueError(
-            f"hyperparameters lr={lr}, weight_decay={weight_decay}, data_fraction={fraction} "
-            "are out of range (lr > 0, weight_decay >= 0, 0 < data_fraction <= 1)"
+            f"hyperparameters {wrong} are out of range (lr > 0, weight_decay >= 0, 0 < data_fraction <= 1)"
         )
+    lr, weight_decay, fraction = (values.get(name, np.nan) for name in HYPERPARAMETERS)
     return {
         "data_fraction": fraction,
         "log_data_fraction": float(np.log10(fraction)),
@@ -335,7 +353,8 @@ _EXTRACTORS = {
 
 
 def extract_features(history: HistoryLike, groups: tuple[str, ...] = CURVE_GROUPS) -> dict[str, float]:
-    """The features of the named groups, each a finite float."""
+    """The features of the named groups, each a finite float, except the hyperparameter
+    features of a set the history does not give: NaN."""
     history = columns_of(history)
     features: dict[str, float] = {}
     for group in groups:

@@ -120,11 +120,21 @@ class Assessment:
     features: dict[str, float]
     #: The features as the model read them: z-scores against the fitting corpus, clipped.
     standardized: tuple[float, ...] = ()
+    #: The features read at the fitted corpus's mean: those of a hyperparameter set the
+    #: history does not give (:meth:`GrokForecaster.feature_matrix`).
+    at_mean: tuple[str, ...] = ()
 
     @property
     def probability(self) -> float:
         """P(grok): the logit's probability."""
         return float(probability_of(self.logit))
+
+    @property
+    def at_mean_note(self) -> str:
+        """What a reader of the forecast should know of :attr:`at_mean`; empty when none."""
+        if not self.at_mean:
+            return ""
+        return f"{', '.join(self.at_mean)} read at the fitted corpus's mean (hyperparameters not given)"
 
 
 def probability_of(logit: float | np.ndarray) -> float | np.ndarray:
@@ -199,8 +209,18 @@ class GrokForecaster:
         return self._weights is not None
 
     def feature_matrix(self, histories: Sequence[HistoryLike]) -> np.ndarray:
+        """One row of features per history; a fitted forecaster reads the features of a
+        hyperparameter set a history does not give at its corpus's mean (:meth:`assess`
+        names them), which leaves the ranking of a study that does not vary that set to
+        the rest."""
+        return self._read_at_mean(self._extracted(histories))
+
+    def _extracted(self, histories: Sequence[HistoryLike]) -> np.ndarray:
         rows = [extract_features(h, self.groups) for h in histories]
         return np.array([[row[name] for name in self.features] for row in rows]).reshape(len(rows), -1)
+
+    def _read_at_mean(self, matrix: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(matrix), self._mean, matrix) if self.fitted else matrix
 
     def fit(
         self,
@@ -229,7 +249,8 @@ class GrokForecaster:
             if held != self.groups and any(group in CURVE_GROUPS for group in held):
                 self.groups = held
                 self.features = [name for name in feature_names(held) if name in self.features]
-        matrix = self.feature_matrix(histories)
+        matrix = self._extracted(histories)
+        self._refuse_missing(matrix)
         if families is None:
             return self.fit_features(matrix, grokked)
         from grokforecast.forecast.fitting import fit_at_probes
@@ -256,6 +277,7 @@ class GrokForecaster:
             raise ValueError(f"{len(matrix)} histories but {len(labels)} labels")
         if len(set(labels.tolist())) < 2:
             raise ValueError("fitting needs grokking and non-grokking runs; the labels are all one class")
+        self._refuse_missing(matrix)
         self._mean = matrix.mean(axis=0)
         self._scale = np.where(matrix.std(axis=0) > 0, matrix.std(axis=0), 1.0)
         standardized = self._standardize(matrix)
@@ -267,6 +289,16 @@ class GrokForecaster:
             self._intercept = intercept_given_offsets(standardized @ self._weights, labels)
             self.weighting = "given"
         return self
+
+    def _refuse_missing(self, matrix: np.ndarray) -> None:
+        """A fit learns every feature it reads: a run without some hyperparameter cannot
+        teach its weight."""
+        if np.isnan(matrix).any():
+            missing = [self.features[i] for i in np.flatnonzero(np.isnan(matrix).any(axis=0))]
+            raise ValueError(
+                f"fitting needs every hyperparameter of every run; features {missing} are missing in some: "
+                "give lr, weight_decay and data_fraction, or fit without the hyperparameters"
+            )
 
     def _require_fitted(self) -> None:
         if not self.fitted:
@@ -346,12 +378,16 @@ class GrokForecaster:
         extracted once (what a pruner records with its decision)."""
         self._require_fitted()
         reader, readable = self.reader_of(history)
-        matrix = reader.feature_matrix([readable])
+        extracted = reader._extracted([readable])
+        matrix = reader._read_at_mean(extracted)
         return Assessment(
             logit=float(reader._logits(matrix)[0]),
             main_features=reader._main_features(matrix, top),
             features=dict(zip(reader.features, matrix[0].tolist(), strict=True)),
             standardized=tuple(round(z, 6) for z in reader._standardize(matrix)[0].tolist()),
+            at_mean=tuple(
+                name for name, value in zip(reader.features, extracted[0], strict=True) if np.isnan(value)
+            ),
         )
 
     def _main_features(self, matrix: np.ndarray, top: int) -> dict[str, float]:

@@ -14,12 +14,11 @@ from grokforecast.core.decision import Decision, DecisionRecord
 from grokforecast.core.policy import PolicySettings, StoppingPolicy, StudyContext, Verdict
 from grokforecast.errors import ConfigError
 from grokforecast.forecast.forecaster import GrokForecaster
-from grokforecast.history import History, hyperparameters_from, looks_like_accuracy
+from grokforecast.history import History, complete_sets, hyperparameters_from, looks_like_accuracy
 from grokforecast.sweep.outcomes import grok_label, probed_outcomes, probed_probabilities
 from grokforecast.vocabulary import (
     DECIDED_ATTR,
     DECISION_ATTR,
-    HYPERPARAMETERS,
     PROBE_ATTR,
     RUNG_DECISIONS_ATTR,
     RUNG_FORECASTS_ATTR,
@@ -132,11 +131,14 @@ class HjorthPruner(BasePruner):
             parameters, as ``{"lr": ..., "weight_decay": ..., "data_fraction": ...}``
             (default: recognised by their common spellings, such as ``lr`` or
             ``learning_rate``, ``weight_decay`` or ``wd``, ``data_fraction`` or
-            ``train_fraction``). When a trial has all three, the forecast uses them
-            besides the curves, whichever series are reported (``"full+hyperparameters"``
-            with a Monitor, ``"val_loss+hyperparameters"`` with validation loss alone, ...),
+            ``train_fraction``). When a trial has them, the forecast uses them besides
+            the curves, whichever series are reported (``"full+hyperparameters"`` with a
+            Monitor, ``"val_loss+hyperparameters"`` with validation loss alone, ...),
             which predicts markedly better (``BENCHMARKS.md``); the decision record's
-            ``forecaster`` names the inputs used.
+            ``forecaster`` names the inputs used. A study that sweeps the learning rate
+            and weight decay on a fixed data set (or the data fraction alone) gets the
+            features of the ones it has, the others read at the shipped corpus's mean
+            (the record's note says so), so the mapping may name those alone.
         fitted_without:
             Model families whose shipped corpora the forecaster is fitted without
             (``("modular_transformer",)``, ...; :func:`~grokforecast.corpus.shipped_families`
@@ -172,10 +174,11 @@ class HjorthPruner(BasePruner):
         self.grok_value = grok_threshold if grok_value is None else grok_value
         self.hyperparameters = dict(hyperparameters) if hyperparameters is not None else None
         self._warned_series = False
-        if self.hyperparameters is not None and set(self.hyperparameters) != set(HYPERPARAMETERS):
+        mapped = set(self.hyperparameters or ())
+        if self.hyperparameters is not None and (not mapped or complete_sets(mapped) != mapped):
             raise ConfigError(
-                f"hyperparameters must map exactly {list(HYPERPARAMETERS)} to the trial's "
-                f"parameter names but got {hyperparameters}"
+                f"hyperparameters must map lr and weight_decay, or data_fraction, or all three, to the "
+                f"trial's parameter names but got {hyperparameters}"
             )
 
     @property
@@ -267,7 +270,7 @@ class HjorthPruner(BasePruner):
 
     def _history(self, trial: FrozenTrial, source: HistorySource | None, step: int, series: str) -> History:
         """The Monitor's (or the sweep trainer's) curves, else the intermediate values read
-        as ``series``, with the trial's hyperparameters when it has them all."""
+        as ``series``, with the trial's hyperparameters when it has them."""
         if source is not None:
             history = source.history(until=step)
         else:
