@@ -66,8 +66,11 @@ class _ReportedCurves:
 class OptunaBackend:
     """Feeds records to a :class:`HjorthPruner` in a real Optuna study."""
 
-    def __init__(self, storage: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, storage: str | None = None, given: tuple[str, ...] = HYPERPARAMETERS, **options: Any
+    ) -> None:
         self.stopper = HjorthPruner(**options)
+        self.given = given  # the hyperparameters among a trial's parameters
         self.study = optuna.create_study(
             storage=storage,
             study_name="contract",
@@ -80,7 +83,7 @@ class OptunaBackend:
         stopped_at = []
 
         def objective(trial: optuna.Trial) -> float:
-            for name in HYPERPARAMETERS:
+            for name in self.given:
                 trial.suggest_float(name, record.config[name], record.config[name])
             source = _ReportedCurves()
             register_history_source(trial, source)
@@ -112,13 +115,15 @@ class OptunaBackend:
 class RayBackend:
     """Feeds records to a :class:`GrokForecastScheduler` as Tune hands it results."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, given: tuple[str, ...] = HYPERPARAMETERS, **options: Any) -> None:
         self.stopper = GrokForecastScheduler(**options)
         self.trials = 0
+        self.fixed = set(HYPERPARAMETERS) - set(given)  # left out of a trial's config
 
     def run(self, record: RunRecord, reports: list[dict] | None = None) -> Ran:
         number, self.trials = self.trials, self.trials + 1
-        trial_id, config = f"tune-{number}", {**record.config, TRIAL_NUMBER: number}
+        given = {key: value for key, value in record.config.items() if key not in self.fixed}
+        trial_id, config = f"tune-{number}", {**given, TRIAL_NUMBER: number}
         stopped_at = None
         for result in reports or results(record):
             if self.stopper.decide(trial_id, result, config) == TrialScheduler.STOP:
@@ -206,6 +211,25 @@ def test_a_forecaster_fitted_without_the_family_decides_alike_and_says_so() -> N
     assert [d[2] for d in held_out] != pytest.approx([d[2] for d in shipped], abs=1e-3)
     record = OptunaBackend(**options).run(records[0]).decision
     assert record["forecaster"] == "full+hyperparameters (fitted without modular_quadratic)"
+
+
+def test_a_study_on_a_fixed_data_set_is_forecast_alike_from_its_lr_and_weight_decay() -> None:
+    # Trials whose parameters hold the learning rate and weight decay only: both backends
+    # forecast with them, read the data fraction at the corpus's mean, and say so.
+    records, options = QUADRATIC[:8], {"probe_step": 60, "given": ("lr", "weight_decay")}
+    fixed = _decisions(OptunaBackend, records, **options)
+    for on_optuna, on_ray in zip(fixed, _decisions(RayBackend, records, **options), strict=True):
+        assert on_optuna[:2] + on_optuna[3:] == on_ray[:2] + on_ray[3:]
+        assert on_optuna[2] == pytest.approx(on_ray[2], abs=1e-12)
+    every = _decisions(OptunaBackend, records, probe_step=60)
+    assert [d[2] for d in fixed] != pytest.approx([d[2] for d in every], abs=1e-3)
+    for backend in BACKENDS.values():
+        record = backend(**options).run(records[0]).decision
+        assert record["forecaster"] == "full+hyperparameters"
+        assert (
+            record["note"]
+            == "data_fraction, log_data_fraction read at the fitted corpus's mean (hyperparameters not given)"
+        )
 
 
 def test_exploration_shrinks_as_the_study_model_gets_outcomes(backend: type) -> None:
