@@ -199,16 +199,22 @@ def test_both_backends_decide_the_same_at_the_same_step(options: dict) -> None:
         assert all(rule == "threshold 0.2" for rule in rules[learned:] if "grokked" not in rule)
 
 
+def _moved_alike_on_both_backends(records: list[RunRecord], options: dict) -> None:
+    """Both backends decide ``records`` alike under ``options``, and the forecasts differ
+    from those of the default options (the options were read)."""
+    decided = _decisions(OptunaBackend, records, **options)
+    for on_optuna, on_ray in zip(decided, _decisions(RayBackend, records, **options), strict=True):
+        assert on_optuna[:2] + on_optuna[3:] == on_ray[:2] + on_ray[3:]
+        assert on_optuna[2] == pytest.approx(on_ray[2], abs=1e-12)
+    default = _decisions(OptunaBackend, records, probe_step=options["probe_step"])
+    assert [d[2] for d in decided] != pytest.approx([d[2] for d in default], abs=1e-3)
+
+
 def test_a_forecaster_fitted_without_the_family_decides_alike_and_says_so() -> None:
     # The quadratic corpus judged as a family the forecaster never saw: both backends
     # refit the same calibration without it, and their records name it.
     records, options = QUADRATIC[:8], {"probe_step": 60, "fitted_without": ("modular_quadratic",)}
-    held_out = _decisions(OptunaBackend, records, **options)
-    for on_optuna, on_ray in zip(held_out, _decisions(RayBackend, records, **options), strict=True):
-        assert on_optuna[:2] + on_optuna[3:] == on_ray[:2] + on_ray[3:]
-        assert on_optuna[2] == pytest.approx(on_ray[2], abs=1e-12)
-    shipped = _decisions(OptunaBackend, records, probe_step=60)
-    assert [d[2] for d in held_out] != pytest.approx([d[2] for d in shipped], abs=1e-3)
+    _moved_alike_on_both_backends(records, options)
     record = OptunaBackend(**options).run(records[0]).decision
     assert record["forecaster"] == "full+hyperparameters (fitted without modular_quadratic)"
 
@@ -217,12 +223,7 @@ def test_a_study_on_a_fixed_data_set_is_forecast_alike_from_its_lr_and_weight_de
     # Trials whose parameters hold the learning rate and weight decay only: both backends
     # forecast with them, read the data fraction at the corpus's mean, and say so.
     records, options = QUADRATIC[:8], {"probe_step": 60, "given": ("lr", "weight_decay")}
-    fixed = _decisions(OptunaBackend, records, **options)
-    for on_optuna, on_ray in zip(fixed, _decisions(RayBackend, records, **options), strict=True):
-        assert on_optuna[:2] + on_optuna[3:] == on_ray[:2] + on_ray[3:]
-        assert on_optuna[2] == pytest.approx(on_ray[2], abs=1e-12)
-    every = _decisions(OptunaBackend, records, probe_step=60)
-    assert [d[2] for d in fixed] != pytest.approx([d[2] for d in every], abs=1e-3)
+    _moved_alike_on_both_backends(records, options)
     for backend in BACKENDS.values():
         record = backend(**options).run(records[0]).decision
         assert record["forecaster"] == "full+hyperparameters"
