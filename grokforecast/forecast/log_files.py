@@ -42,8 +42,9 @@ from grokforecast.vocabulary import CURVE_GROUPS
 LOG_SUFFIXES = (".csv", ".jsonl", ".json")
 #: Keys under which a ``.json`` log object keeps its rows or curves, first found first.
 CURVE_CONTAINERS = ("log_history", "history", "metrics", "curves", "logs", "log")
-#: Keys under which a ``.json`` log object keeps its run's hyperparameters, first that
-#: holds all three first (a malformed ``"hyperparameters"`` is an error: it was meant).
+#: Keys under which a ``.json`` log object keeps its run's hyperparameters: the first
+#: that holds a whole set of them (lr and weight decay, or the data fraction) is read; a
+#: ``"hyperparameters"`` that holds none is an error, since it was meant for them.
 HYPERPARAMETER_CONTAINERS = ("hyperparameters", "hparams", "config", "params", "args")
 
 
@@ -96,8 +97,8 @@ def _logged_hyperparameters(settings: Mapping[str, Any], path: Path) -> dict[str
             return found
         if key == "hyperparameters":
             raise GrokforecastError(
-                f"{path}: its hyperparameters {dict(logged)!r} need lr, weight_decay and data_fraction "
-                "(or learning_rate, wd, train_fraction, ...) with lr > 0, weight_decay >= 0, "
+                f"{path}: its hyperparameters {dict(logged)!r} need lr and weight_decay, or data_fraction, "
+                "or all three (or learning_rate, wd, train_fraction, ...) with lr > 0, weight_decay >= 0, "
                 "0 < data_fraction <= 1"
             )
     return None
