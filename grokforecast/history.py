@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -62,16 +63,26 @@ def hyperparameters_from(
     {'lr': 0.003, 'weight_decay': 1.0, 'data_fraction': 0.4}
     >>> hyperparameters_from({"lr": 3e-3, "weight_decay": 1.0, "n_layers": 2})  # a fixed data set
     {'lr': 0.003, 'weight_decay': 1.0}
+    >>> hyperparameters_from({"lr": "1e-3", "wd": "0.5", "frac_train": "0.3"})  # a config saved as text
+    {'lr': 0.001, 'weight_decay': 0.5, 'data_fraction': 0.3}
     """
     names = names or recognised_names(params)
-    given = {name: params.get(names[name]) for name in HYPERPARAMETERS if name in names}
-    valid = {
-        name: float(value)
-        for name, value in given.items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and in_range(name, float(value))
-    }
+    given = {name: as_number(params.get(names[name])) for name in HYPERPARAMETERS if name in names}
+    valid = {name: value for name, value in given.items() if value is not None and in_range(name, value)}
     complete = complete_sets(valid)
     return {name: valid[name] for name in HYPERPARAMETERS if name in complete} or None
+
+
+def as_number(value: Any) -> float | None:
+    """``value`` as a float: a number, or a string that spells one (a config saved as
+    text: ``"1e-3"``); None otherwise (a flag, a name, a missing value)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def complete_sets(names: Iterable[str]) -> set[str]:

@@ -479,6 +479,9 @@ def test_hyperparameters_a_run_does_not_give_are_read_at_the_fitted_mean_and_nev
     }
     features = extract_features({"hyperparameters": lr_and_decay}, ("hyperparameters",))
     assert np.isnan(features["data_fraction"]) and np.isfinite(features["log_decay_rate"])
+    as_text = {"learning_rate": "1e-3", "wd": "1", "train_fraction": "auto"}  # a config saved as text
+    features = extract_features({"hyperparameters": as_text}, ("hyperparameters",))
+    assert features["log_decay_rate"] == pytest.approx(-3.0) and np.isnan(features["data_fraction"])
     forecaster = GrokForecaster.pretrained("full+hyperparameters")
     partial = history.with_hyperparameters(lr_and_decay)
     assessment = forecaster.assess(partial)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from grokforecast.history import complete_sets, in_range, recognised_names
+from grokforecast.history import as_number, complete_sets, in_range, recognised_names
 from grokforecast.spectral import MIN_LENGTH, check_signal, loss_signature
 from grokforecast.vocabulary import (
     CURVE_GROUPS,
@@ -323,12 +323,13 @@ def _hyperparameter_features(history: HistoryLike) -> dict[str, float]:
     its fitted corpus's mean)."""
     given = history.get("hyperparameters")
     names = recognised_names(given) if isinstance(given, Mapping) else {}
-    if not complete_sets(names):
+    numbers = {name: as_number(given[names[name]]) for name in names}
+    values = {name: numbers[name] for name in HYPERPARAMETERS if numbers.get(name) is not None}
+    if not complete_sets(values):
         raise ValueError(
-            f"history['hyperparameters'] must hold lr and weight_decay, or data_fraction, or all three "
-            f"(or a common spelling of each, such as learning_rate, wd, train_fraction), got {given!r}"
+            f"history['hyperparameters'] must hold lr and weight_decay, or data_fraction, or all three, as "
+            f"numbers (or under common spellings, such as learning_rate, wd, train_fraction), got {given!r}"
         )
-    values = {name: float(given[names[name]]) for name in HYPERPARAMETERS if name in names}
     wrong = {name: value for name, value in values.items() if not in_range(name, value)}
     if wrong:
         raise ValueError(
