@@ -625,6 +625,28 @@ def test_the_forecast_benchmark_scores_runs_seen_once_an_epoch_with_the_forecast
     assert any(full != thinned for full, thinned in by_variant.values())
 
 
+def test_the_forecast_benchmark_scores_a_study_on_a_fixed_data_set_within_its_groups() -> None:
+    """``--swept lr,weight_decay``: each corpus cut into the studies that share a data
+    fraction, those of both outcomes scored, the forecaster not told the fraction."""
+    from grokforecast.bench.forecast_eval import evaluate
+
+    records = [*load_corpus("quadratic_add97"), *load_corpus("digits_omnigrok")]
+    every = {(s.variant, s.protocol, s.workload): s for s in evaluate(records, fractions=(0.1,), repeats=1)}
+    swept = evaluate(records, fractions=(0.1,), repeats=1, swept=("lr", "weight_decay"))
+    for score in swept:
+        runs = [r for r in records if r.corpus == score.workload and r.diverged_at is None]
+        studies = {r.config["data_fraction"] for r in runs}
+        mixed = [[r for r in runs if r.config["data_fraction"] == f] for f in studies]
+        mixed = [study for study in mixed if len({r.grokked for r in study}) == 2]
+        assert (score.n, score.positives) == (sum(map(len, mixed)), sum(r.grokked for s in mixed for r in s))
+    moved = [
+        s.auc != pytest.approx(every[s.variant, s.protocol, s.workload].auc)
+        for s in swept
+        if "hyper" in s.variant
+    ]
+    assert any(moved)
+
+
 @pytest.mark.parametrize("every", [1, 10])
 def test_the_band_energy_is_a_part_of_the_activity_however_sparse_the_reports(every: int) -> None:
     """A loss reported every 10 steps up to step 150 is 16 points: its band energy must

@@ -242,21 +242,25 @@ def evaluate(
                         if len(set(labels[mask])) == 2
                     ]
                     if groups:
+                        scored_runs = np.logical_or.reduce(groups)
+                        mean = average(
+                            [
+                                score_of(
+                                    name,
+                                    protocol,
+                                    workload,
+                                    fraction,
+                                    labels[mask],
+                                    p[fraction][mask],
+                                    max_fpr,
+                                )
+                                for p in predictions
+                                for mask in groups
+                            ]
+                        )
                         scores.append(
-                            average(
-                                [
-                                    score_of(
-                                        name,
-                                        protocol,
-                                        workload,
-                                        fraction,
-                                        labels[mask],
-                                        p[fraction][mask],
-                                        max_fpr,
-                                    )
-                                    for p in predictions
-                                    for mask in groups
-                                ]
+                            dataclasses.replace(
+                                mean, n=int(scored_runs.sum()), positives=int(labels[scored_runs].sum())
                             )
                         )
     return scores
