@@ -132,7 +132,10 @@ def step_array(steps: Iterable[float] | np.ndarray) -> np.ndarray:
     column is its epoch, counted in fractions (0.25, 0.5, ...), keeps them, where rounding
     down would give several points one step. The forecaster reads steps only relative to
     the window they span, so their unit does not matter."""
-    as_float = np.asarray(steps, dtype=float)
+    given = np.asarray(steps)
+    if given.dtype.kind in "iu":  # a trainer's or a trial's steps: integers already
+        return given.astype(int, copy=False)
+    as_float = given.astype(float)
     return as_float.astype(int) if np.array_equal(as_float, np.round(as_float)) else as_float
 
 

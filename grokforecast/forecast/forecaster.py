@@ -250,9 +250,9 @@ class GrokForecaster:
                 self.groups = held
                 self.features = [name for name in feature_names(held) if name in self.features]
         matrix = self._extracted(histories)
-        self._refuse_missing(matrix)
         if families is None:
             return self.fit_features(matrix, grokked)
+        self._refuse_missing(matrix)  # before the directions are measured on it
         from grokforecast.forecast.fitting import fit_at_probes
 
         family_of = np.asarray(families)
