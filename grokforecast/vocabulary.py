@@ -19,11 +19,20 @@ CURVE_GROUPS = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
 EVALUATED_CURVES = ("val_loss", "val_acc", "weight_norm")
 #: How other training loops commonly name the curves the forecaster reads (Keras's
 #: ``loss`` and ``accuracy``, PyTorch Lightning's ``val_accuracy``, a held-out set called
-#: ``test`` or ``valid``, a script's saved lists ``train_losses`` and ``test_accs``): a
-#: history key spelled so is read as the curve, and
-#: ``<spelling>_steps`` as its steps, where the history has no key of the curve's own name.
+#: ``test`` or ``valid``, a script's saved lists ``train_losses`` and ``test_accs``,
+#: TensorBoard tags such as PyTorch's tutorial's ``Loss/train`` and Keras's
+#: ``validation/epoch_loss``): a history key spelled so, in any case, is read as the
+#: curve, and ``<spelling>_steps`` as its steps, where the history has no key of the
+#: curve's own name.
 SERIES_SPELLINGS = {
-    "train_loss": ("loss", "training_loss", "train/loss", "train_losses"),
+    "train_loss": (
+        "loss",
+        "training_loss",
+        "train/loss",
+        "train_losses",
+        "loss/train",
+        "train/epoch_loss",
+    ),
     "train_acc": (
         "acc",
         "accuracy",
@@ -33,6 +42,9 @@ SERIES_SPELLINGS = {
         "train/accuracy",
         "train_accs",
         "train_accuracies",
+        "accuracy/train",
+        "acc/train",
+        "train/epoch_accuracy",
     ),
     "val_loss": (
         "valid_loss",
@@ -46,6 +58,11 @@ SERIES_SPELLINGS = {
         "val_losses",
         "valid_losses",
         "test_losses",
+        "validation/loss",
+        "loss/val",
+        "loss/validation",
+        "loss/test",
+        "validation/epoch_loss",
     ),
     "val_acc": (
         "val_accuracy",
@@ -67,13 +84,22 @@ SERIES_SPELLINGS = {
         "val_accuracies",
         "test_accs",
         "test_accuracies",
+        "validation/acc",
+        "validation/accuracy",
+        "accuracy/val",
+        "accuracy/validation",
+        "accuracy/test",
+        "acc/val",
+        "acc/test",
+        "validation/epoch_accuracy",
     ),
     "weight_norm": ("param_norm", "parameter_norm", "weights_norm"),
 }
-#: How a log with one row per step or per evaluation names its step column, best first
-#: (HuggingFace's ``log_history`` and Lightning's ``metrics.csv`` have both ``step`` and
-#: ``epoch``): the steps of every curve of the same length that has no ``<curve>_steps``.
-STEP_SPELLINGS = ("step", "global_step", "steps", "iteration", "epoch")
+#: How a log with one row per step or per evaluation names its step column, in any case,
+#: best first (HuggingFace's ``log_history`` and Lightning's ``metrics.csv`` have both
+#: ``step`` and ``epoch``; Weights & Biases exports ``_step``): the steps of every curve of
+#: the same length that has no ``<curve>_steps``.
+STEP_SPELLINGS = ("step", "global_step", "steps", "iteration", "_step", "trainer/global_step", "epoch")
 #: The hyperparameters the forecaster reads, by the names a trial's parameters carry.
 HYPERPARAMETERS = ("lr", "weight_decay", "data_fraction")
 #: The hyperparameters read together, each set giving its own features: the data fraction,

@@ -216,10 +216,22 @@ def test_forecaster_predict_reads_logs_another_loop_wrote_and_names_a_bad_one(tm
     logged_with_them = run("forecaster", "predict", "curves.json", cwd=tmp_path)
     assert "(read as val_loss+val_acc+hyperparameters;" in logged_with_them.stdout, logged_with_them.stderr
 
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(tmp_path / "tensorboard_run") as writer:
+        for step, value in zip(own["val_loss_steps"], own["val_loss"], strict=True):
+            writer.add_scalar("Loss/validation", float(value), int(step))
+        writer.add_hparams(spelled, {"hparam/accuracy": 0.0})
+    tensorboard_run = run("forecaster", "predict", "tensorboard_run", cwd=tmp_path)
+    assert "(read as val_loss+hyperparameters;" in tensorboard_run.stdout, tensorboard_run.stderr
+
     (tmp_path / "other.json").write_text(json.dumps({"perplexity": [9.0, 8.0]}))
+    (tmp_path / "empty").mkdir()
     for args, message in [
         (["other.json"], "error: other.json: holds none of the curves"),
         (["missing.csv"], "error: missing.csv: No such file or directory"),
+        (["missing_run"], "error: missing_run: No such file or directory"),
+        (["empty"], "error: empty: a directory is read as a TensorBoard run, and it holds no event file"),
         (["run.csv", "--lr", "1e-3"], "error: give --lr and --weight-decay together"),
     ]:
         bad = run("forecaster", "predict", *args, cwd=tmp_path)

@@ -367,6 +367,76 @@ def test_a_log_file_of_another_scripts_shape_forecasts_as_its_curves(quadratic: 
     )
 
 
+def test_a_tensorboard_run_forecasts_as_its_curves_with_its_hparams(quadratic: list, tmp_path) -> None:
+    """A run logged to TensorBoard, read from its directory: a PyTorch script's tags
+    (``Loss/train``, ``Accuracy/test``) with the hyperparameters of its ``add_hparams``
+    record, or Keras's ``train/`` and ``validation/`` event files of the same tags, their
+    scalars TF2's one-element tensors. Both forecast what the run's own curves do (to the
+    float32 the files keep); a record cut short at a file's end (a run still writing) ends
+    that file; a directory without event files is named as such."""
+    from tensorboardX import SummaryWriter
+    from tensorboardX.proto.summary_pb2 import Summary
+    from tensorboardX.proto.tensor_pb2 import TensorProto
+
+    from grokforecast.forecast.log_files import read_log
+
+    record = quadratic[5]
+    history = probe_history(record, 0.1)
+    names = {"train_loss": "Loss/train", "train_acc": "Accuracy/train"}
+    names |= {"val_loss": "Loss/test", "val_acc": "Accuracy/test"}
+    as_float32 = {
+        key: np.asarray(history[key], dtype=np.float32).astype(float) if key in names else history[key]
+        for key in history
+        if not key.startswith("weight_norm")
+    }
+    forecast_of = GrokForecaster.pretrained_for
+    expected = forecast_of(as_float32).predict_logit(as_float32)
+
+    pytorch_run = tmp_path / "runs" / "pytorch"
+    with SummaryWriter(pytorch_run) as writer:
+        for curve, tag in names.items():
+            for step, value in zip(history[f"{curve}_steps"], history[curve], strict=True):
+                writer.add_scalar(tag, float(value), int(step))
+        config = record.config
+        hparams = {
+            "learning_rate": config["lr"],
+            "wd": config["weight_decay"],
+            "frac_train": config["data_fraction"],
+        }
+        writer.add_hparams(hparams, {"hparam/final_accuracy": 0.0})
+    logged = read_log(pytorch_run)
+    assert logged.hyperparameters == pytest.approx(
+        {"lr": config["lr"], "weight_decay": config["weight_decay"], "data_fraction": config["data_fraction"]}
+    )
+    assert forecast_of(logged).groups == forecast_of(as_float32).groups
+    assert forecast_of(logged).predict_logit(logged) == pytest.approx(expected)
+
+    keras_run = tmp_path / "runs" / "keras"
+    for split, curves in (("train", ("train_loss", "train_acc")), ("validation", ("val_loss", "val_acc"))):
+        with SummaryWriter(keras_run / split) as writer:
+            for curve, tag in zip(curves, ("epoch_loss", "epoch_accuracy"), strict=True):
+                for step, value in zip(history[f"{curve}_steps"], history[curve], strict=True):
+                    scalar = TensorProto(dtype=1, float_val=[float(value)])
+                    summary = Summary(value=[Summary.Value(tag=tag, tensor=scalar)])
+                    writer._get_file_writer().add_summary(summary, int(step))
+    curves_only = {key: value for key, value in as_float32.items() if key != "hyperparameters"}
+    logged = read_log(keras_run)
+    assert logged.hyperparameters is None
+    assert forecast_of(logged).predict_logit(logged) == pytest.approx(
+        forecast_of(curves_only).predict_logit(curves_only)
+    )
+
+    (event_file,) = (keras_run / "validation").glob("events.out.tfevents.*")
+    whole = read_log(keras_run)["val_acc"]  # written last
+    event_file.write_bytes(event_file.read_bytes()[:-7])
+    assert read_log(keras_run)["val_acc"].tolist() == whole[:-1].tolist()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(
+        GrokforecastError, match="empty: a directory is read as a TensorBoard run, and it holds no"
+    ):
+        read_log(tmp_path / "empty")
+
+
 def test_a_log_kept_as_rows_reads_as_its_columns_at_its_logged_steps(quadratic: list) -> None:
     """A log of rows (HuggingFace's ``trainer.state.log_history``: a training row per
     step, an evaluation row at each evaluation, each with its ``step``) forecasts as the

@@ -68,12 +68,14 @@ def predict(
     """Forecast whether the runs logged in LOGS will grok: P(grok) of each, from the
     shipped calibration for the curves it logged.
 
-    A log is a .csv (Keras's CSVLogger, Lightning's metrics.csv), a .jsonl, or a .json
-    (curves, rows, or HuggingFace's trainer_state.json), with the curves under their
-    common names (loss, val_loss, val_accuracy, eval_loss, ...) and a step or epoch
-    column. Give --lr and --weight-decay, --data-fraction, or all three (the runs' shared
-    values) to forecast with them, the strongest signal on a model family never recorded;
-    a .json log may hold its run's own (under "hyperparameters", "config", ...).
+    A log is a .csv (Keras's CSVLogger, Lightning's metrics.csv), a .jsonl, a .json
+    (curves, rows, or HuggingFace's trainer_state.json), or a TensorBoard run (its
+    directory or an events.out.tfevents file), with the curves under their common names
+    (loss, val_loss, val_accuracy, eval_loss, Loss/train, ...) and a step or epoch column.
+    Give --lr and --weight-decay, --data-fraction, or all three (the runs' shared values)
+    to forecast with them, the strongest signal on a model family never recorded; a .json
+    log may hold its run's own (under "hyperparameters", "config", ...), and a
+    TensorBoard run those of its HParams record (add_hparams).
     """
     from grokforecast.errors import GrokforecastError
     from grokforecast.forecast import GrokForecaster

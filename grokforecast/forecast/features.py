@@ -100,8 +100,9 @@ def steps_of(history: HistoryLike, name: str, points: int) -> np.ndarray:
         return np.asarray(history[steps_key], dtype=float)
     split = name.rpartition("/")[0]
     columns = [f"{split}/{key}" for key in STEP_SPELLINGS] if split else []
-    for key in (*columns, *STEP_SPELLINGS):
-        if key in history and np.shape(history[key]) == (points,):
+    spelled = _keys_by_lower_case(history)
+    for key in (spelled.get(column) for column in (*columns, *STEP_SPELLINGS)):
+        if key is not None and np.shape(history[key]) == (points,):
             return np.asarray(history[key], dtype=float)
     return np.arange(points, dtype=float)
 
@@ -181,8 +182,26 @@ def accuracy(history: HistoryLike, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def curve_key(history: HistoryLike, name: str) -> str | None:
     """The key that holds curve ``name`` in ``history``: its own name, or else its first
-    common spelling there (:data:`SERIES_SPELLINGS`); None where it has neither."""
-    return next((key for key in (name, *SERIES_SPELLINGS[name]) if key in history), None)
+    common spelling there (:data:`SERIES_SPELLINGS`), in any case (``Loss/train``,
+    ``Val_Loss``); None where it has neither.
+
+    >>> curve_key({"Loss/train": [2.0, 1.0], "Accuracy/test": [0.1, 0.2]}, "val_acc")
+    'Accuracy/test'
+    """
+    if name in history:
+        return name
+    spelled = _keys_by_lower_case(history)
+    return next((spelled[key] for key in (name, *SERIES_SPELLINGS[name]) if key in spelled), None)
+
+
+def _keys_by_lower_case(history: HistoryLike) -> dict[str, str]:
+    """``history``'s keys by their lower-case spelling (the first of any that differ in
+    case alone)."""
+    spelled: dict[str, str] = {}
+    for key in history:
+        if isinstance(key, str):
+            spelled.setdefault(key.lower(), key)
+    return spelled
 
 
 def readable_part(history: HistoryLike) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """A training log written by another loop, read from its file as a forecaster history.
 
-Three forms, by the file's suffix: ``.csv`` (a header row, one row per step or per
-evaluation: Keras's ``CSVLogger``, Lightning's ``metrics.csv``; an empty cell is a value
-not measured there), ``.jsonl`` (one JSON object per line) and ``.json`` (an object of
-curves, ``{"val_loss": [...], ...}``, or a list of row objects). A ``.json`` object may
-nest its curves by split (``{"train": {"loss": [...]}, "val": {"loss": [...]}}``) or keep
-its rows or curves under one of :data:`CURVE_CONTAINERS` (HuggingFace's
-``trainer_state.json``: ``log_history``), and the run's hyperparameters under one of
-:data:`HYPERPARAMETER_CONTAINERS` (nested objects read as dotted names:
-``{"config": {"optimizer": {"lr": ...}}}``). What comes back is a
+Four forms: a TensorBoard run (its directory or one event file: each tag's scalars at
+their own steps, and the hyperparameters of its HParams record;
+:mod:`~grokforecast.forecast.event_files`), and by the file's suffix, ``.csv`` (a header
+row, one row per step or per evaluation: Keras's ``CSVLogger``, Lightning's
+``metrics.csv``; an empty cell is a value not measured there), ``.jsonl`` (one JSON
+object per line) and ``.json`` (an object of curves, ``{"val_loss": [...], ...}``, or a
+list of row objects). A ``.json`` object may nest its curves by split (``{"train":
+{"loss": [...]}, "val": {"loss": [...]}}``) or keep its rows or curves under one of
+:data:`CURVE_CONTAINERS` (HuggingFace's ``trainer_state.json``: ``log_history``), and the
+run's hyperparameters under one of :data:`HYPERPARAMETER_CONTAINERS` (nested objects read
+as dotted names: ``{"config": {"optimizer": {"lr": ...}}}``). What comes back is a
 :class:`~grokforecast.history.History` of the curves the forecaster reads, found under
 their common spellings, with the ``step`` (or ``epoch``, fractions kept) column as their
 steps and the points a row did not measure left out
@@ -28,12 +30,15 @@ Example:
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from grokforecast.errors import GrokforecastError
+from grokforecast.forecast.event_files import EVENT_FILE_PREFIX, event_files, is_event_file, read_events
 from grokforecast.forecast.features import columns_of, curve_key, readable_part
 from grokforecast.history import History, hyperparameters_from
 from grokforecast.vocabulary import CURVE_GROUPS
@@ -54,14 +59,8 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
     read: ``learning_rate``, ``wd``, ``train_fraction``, ...). A :class:`GrokforecastError`
     names the file and what is wrong with it where it cannot be read."""
     path = Path(path)
-    if path.suffix not in LOG_SUFFIXES:
-        raise GrokforecastError(
-            f"{path}: cannot tell a log's form from the suffix {path.suffix or '(none)'!r}; "
-            f"name it {', '.join(LOG_SUFFIXES)}"
-        )
     try:
-        with path.open(newline="") as file:
-            content, settings = _parsed(file.read(), path.suffix)
+        content, logged_hyperparameters = _read(path)
         if not content:
             raise GrokforecastError(f"{path}: holds no rows; is the run's log written yet?")
         columns = columns_of(content)
@@ -69,7 +68,8 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
         if not logged:
             raise GrokforecastError(
                 f"{path}: holds none of the curves {list(CURVE_GROUPS)}, under their names or a common "
-                f"spelling (loss, val_accuracy, eval_loss, ...); its columns are {sorted(columns)}"
+                f"spelling (loss, val_accuracy, eval_loss, ...); its columns are "
+                f"{sorted(key for key in columns if not key.endswith('_steps'))}"
             )
         part = readable_part(columns)
         if not any(name in part for name in CURVE_GROUPS):
@@ -78,11 +78,38 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
                 "(a training loss needs 6, a validation curve 2)"
             )
         curves = {name: (part[f"{name}_steps"], part[name]) for name in CURVE_GROUPS if name in part}
-        return History(curves, hyperparameters or _logged_hyperparameters(settings, path))
+        return History(curves, hyperparameters or logged_hyperparameters)
     except OSError as error:
         raise GrokforecastError(f"{path}: {error.strerror}") from None
     except (ValueError, csv.Error) as error:
         raise GrokforecastError(f"{path}: {error}") from None
+
+
+def _read(path: Path) -> tuple[Any, dict[str, float] | None]:
+    """The rows or columns of the log at ``path``, and the run's hyperparameters it holds
+    (None where it holds none): a TensorBoard run's event files, or a log file by its
+    suffix."""
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    if path.is_dir() or is_event_file(path):
+        if not event_files(path):
+            raise GrokforecastError(
+                f"{path}: a directory is read as a TensorBoard run, and it holds no event file "
+                f"({EVENT_FILE_PREFIX}*); give a run's directory, or a log ({', '.join(LOG_SUFFIXES)})"
+            )
+        events = read_events(path)
+        columns: dict[str, list[float]] = {}
+        for tag, (steps, values) in events.scalars.items():
+            columns[tag], columns[f"{tag}_steps"] = values, steps
+        return columns, hyperparameters_from(events.hyperparameters)
+    if path.suffix not in LOG_SUFFIXES:
+        raise GrokforecastError(
+            f"{path}: cannot tell a log's form from the suffix {path.suffix or '(none)'!r}; name it "
+            f"{', '.join(LOG_SUFFIXES)}, or give a TensorBoard run's directory or event file"
+        )
+    with path.open(newline="") as file:
+        content, settings = _parsed(file.read(), path.suffix)
+    return content, _logged_hyperparameters(settings, path)
 
 
 def _logged_hyperparameters(settings: Mapping[str, Any], path: Path) -> dict[str, float] | None:
