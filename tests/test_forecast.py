@@ -437,6 +437,55 @@ def test_a_tensorboard_run_forecasts_as_its_curves_with_its_hparams(quadratic: l
         read_log(tmp_path / "empty")
 
 
+def test_a_damaged_event_file_reads_as_what_it_holds_or_one_error(tmp_path) -> None:
+    """Event files with bytes overwritten or cut anywhere (a disk error, a copy cut short,
+    a file that is no event file) give the curves they still hold or a GrokforecastError
+    naming the run, never another exception."""
+    import random
+    import struct
+
+    from tensorboardX import SummaryWriter
+
+    from grokforecast.forecast.log_files import read_log
+
+    with SummaryWriter(tmp_path / "whole") as writer:
+        for step in range(0, 300, 10):
+            writer.add_scalar("val/loss", 2.0 - step / 300, step)
+        writer.add_hparams({"lr": 1e-3, "wd": 0.1}, {"hparam/accuracy": 0.0})
+    files = [path.read_bytes() for path in sorted((tmp_path / "whole").rglob("events.out.tfevents.*"))]
+    draw = random.Random(0)
+    read = 0
+    for case in range(300):
+        damaged = bytearray(draw.choice(files))
+        for _ in range(draw.randint(1, 20)):
+            damaged[draw.randrange(len(damaged))] = draw.randrange(256)
+        if case % 3 == 0:
+            damaged = damaged[: draw.randrange(len(damaged))]
+        run = tmp_path / f"damaged{case}"
+        run.mkdir()
+        (run / "events.out.tfevents.0.host").write_bytes(bytes(damaged))
+        try:
+            read_log(run)
+            read += 1
+        except GrokforecastError as error:
+            assert str(error).startswith(f"{run}: ")
+    assert read > 0
+
+    def record(payload: bytes) -> bytes:  # a TFRecord, its CRCs left blank (they are not read)
+        return struct.pack("<Q", len(payload)) + bytes(4) + payload + bytes(4)
+
+    def field(number: int, payload: bytes) -> bytes:  # a length-delimited field
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    value = field(1, b"val/loss") + bytes([2 << 3 | 5]) + b"\x00\x00"  # a float cut to 2 bytes
+    summary_as_a_number = bytes([2 << 3, 5, 5 << 3, 7])  # step 5, then a varint where the summary is
+    for name, payload in [("cut_float", field(5, field(1, value))), ("varint_summary", summary_as_a_number)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "events.out.tfevents.0.host").write_bytes(record(payload))
+        with pytest.raises(GrokforecastError, match=f"{name}: holds no rows"):
+            read_log(tmp_path / name)
+
+
 def test_a_log_kept_as_rows_reads_as_its_columns_at_its_logged_steps(quadratic: list) -> None:
     """A log of rows (HuggingFace's ``trainer.state.log_history``: a training row per
     step, an evaluation row at each evaluation, each with its ``step``) forecasts as the

@@ -115,12 +115,12 @@ def _scalars(data: bytes, hyperparameters: dict[str, float]) -> Iterator[tuple[f
         for number, _, value in _fields(record):
             if number == 2 and isinstance(value, int):
                 step = float(_signed(value))
-            elif number == 5:
+            elif number == 5 and isinstance(value, bytes):
                 summary = value
         if summary is None:
             continue
         for number, _, value in _fields(summary):
-            if number != 1:
+            if number != 1 or not isinstance(value, bytes):
                 continue
             tag, scalar, plugin_content = _summary_value(value)
             if tag == HPARAMS_TAG and plugin_content is not None:
@@ -146,7 +146,8 @@ def _records(data: bytes) -> Iterator[bytes]:
 def _fields(message: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """``(field number, wire type, value)`` of a protocol buffer message: varints as
     unsigned ints, fixed 32- and 64-bit fields and length-delimited ones as their bytes.
-    A message it cannot parse ends there (an unknown wire type: not a protocol buffer)."""
+    A message it cannot parse ends there (an unknown wire type, or a field running past
+    the message's end: not a protocol buffer, or a damaged one)."""
     offset = 0
     while offset < len(message):
         key, offset = _varint(message, offset)
@@ -154,16 +155,17 @@ def _fields(message: bytes) -> Iterator[tuple[int, int, int | bytes]]:
         if wire == _VARINT:
             value, offset = _varint(message, offset)
             yield number, wire, value
+            continue
+        if wire == _LENGTH_DELIMITED:
+            size, offset = _varint(message, offset)
         elif wire in (_FIXED64, _FIXED32):
             size = 8 if wire == _FIXED64 else 4
-            yield number, wire, message[offset : offset + size]
-            offset += size
-        elif wire == _LENGTH_DELIMITED:
-            length, offset = _varint(message, offset)
-            yield number, wire, message[offset : offset + length]
-            offset += length
         else:
             return
+        if offset + size > len(message):
+            return
+        yield number, wire, message[offset : offset + size]
+        offset += size
 
 
 def _varint(data: bytes, offset: int) -> tuple[int, int]:
