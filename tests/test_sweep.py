@@ -8,6 +8,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -582,6 +583,51 @@ def test_population_auto_measures_a_size_and_resume_may_choose_another(in_tmp: P
     assert "2 trials at once each" in resumed.stdout and "3 trials finished" in resumed.stdout
     bad = subprocess.run([*command[:3], "--population", "0"], capture_output=True, text=True, cwd=in_tmp)
     assert bad.returncode == 2 and "'0' is neither a number of trials (1 or more) nor 'auto'" in bad.stderr
+
+
+def test_population_auto_times_every_candidate_as_a_sweep_evaluates(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every trainer "auto" times, alone or in a population, evaluates at step 0 and then
+    once every eval_every steps, as a sweep's trials do: a timed window that also held an
+    extra evaluation would weigh evaluations more than a sweep does, and a population
+    evaluates its members at once."""
+    evaluated: dict[Trainer, list[int]] = {}  # the trainers kept, so that none is mistaken for another
+    record = Trainer._record_evaluation
+
+    def counted(self: Trainer, *args, **kwargs) -> None:
+        evaluated.setdefault(self, []).append(self.step)
+        record(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_record_evaluation", counted)
+    plan = _plan(in_tmp, None, n_trials=3)
+    choose_population(plan.spec)
+    every = plan.spec.train["eval_every"]
+    assert len(evaluated) >= 4  # two alone, and at least a population of two
+    for steps in evaluated.values():
+        assert steps == list(range(0, steps[-1] + 1, every)) and steps[-1] > 0
+
+
+def test_loading_a_study_file_leaves_no_torch_thread_behind() -> None:
+    """Checking a study file builds its workload on a thread that ends with it, so the
+    main thread keeps no OpenMP team: one left there slows a population's training thread
+    and a lone trial measured on another thread (``population = "auto"``)."""
+    quickstart = Path(__file__).resolve().parents[1] / "studies" / "quickstart.toml"
+    script = f"""
+import os, time, grokforecast.sweep.plan as plan
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+plan.SweepPlan.load({str(quickstart)!r})
+for _ in range(50):  # a thread's OpenMP workers leave shortly after it ends
+    if threads() == before:
+        break
+    time.sleep(0.1)
+print(before, threads())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.split()
+    assert after == before
 
 
 def test_a_relative_sqlite_path_that_looks_absolute_is_warned_about_and_shown_resolved(in_tmp: Path) -> None:

@@ -138,7 +138,7 @@ AUTO_SIZES = (2, 4, 8, 16, 32, 64)
 AUTO_MARGIN = 1.1
 #: The share of the device's free memory the population's training state may take.
 AUTO_MEMORY_SHARE = 0.25
-#: Steps timed per candidate (after two untimed ones).
+#: Steps timed per candidate, about (a whole number of evaluation intervals).
 AUTO_STEPS = 10
 
 
@@ -146,6 +146,11 @@ def choose_population(spec: StudySpec) -> tuple[int, str]:
     """``population = "auto"``: the population size that trains this study's trials fastest
     on this device, measured on a few trials drawn from its search space (one trial at a
     time wherever no population is :data:`AUTO_MARGIN` faster), and a line saying why.
+
+    Each candidate is timed over whole evaluation intervals after an untimed one (the
+    first allocations, the evaluation at step 0), so that it evaluates once per
+    ``eval_every`` steps, as a sweep's trials do: a window that also held the step-0
+    evaluation weighed evaluations double, and a population evaluates its members at once.
 
     It measures on a thread that ends with the measurement, with the caller's intra-op
     threads: the OpenMP team a thread starts lives as long as the thread, and one left on
@@ -159,12 +164,15 @@ def choose_population(spec: StudySpec) -> tuple[int, str]:
 def _measure_population(spec: StudySpec, threads: int) -> tuple[int, str]:
     torch.set_num_threads(threads)
     configs = _drawn_configs(spec, max(AUTO_SIZES))
-    lone = [Trainer(config) for config in configs[:3]]
-    lone[0].run(until=2)  # warm-up
+    warm_up = configs[0].eval_every  # the same in every trial of a study
+    window = warm_up * max(1, round(AUTO_STEPS / warm_up))
+    lone = [Trainer(config) for config in configs[:2]]
+    for trainer in lone:
+        trainer.run(until=warm_up)
     start = time.perf_counter()
-    for trainer in lone[1:]:
-        trainer.run(until=AUTO_STEPS)
-    alone = (len(lone) - 1) * AUTO_STEPS / (time.perf_counter() - start)
+    for trainer in lone:
+        trainer.run(until=warm_up + window)
+    alone = len(lone) * window / (time.perf_counter() - start)
     state = training_state_bytes(lone[0])
     room = AUTO_MEMORY_SHARE * _free_memory(lone[0].device)
     best, best_rate = 1, alone
@@ -172,10 +180,10 @@ def _measure_population(spec: StudySpec, threads: int) -> tuple[int, str]:
         population = Population(k)
         for config in configs[:k]:
             population.admit(Trainer(config))
-        population.run(2)
+        population.run(warm_up)
         start = time.perf_counter()
-        population.run(AUTO_STEPS)
-        rate = k * AUTO_STEPS / (time.perf_counter() - start)
+        population.run(window)
+        rate = k * window / (time.perf_counter() - start)
         if rate <= best_rate:
             break  # larger ones pad and wait more still
         best, best_rate = k, rate

@@ -39,6 +39,7 @@ import difflib
 import math
 import re
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -307,9 +308,15 @@ def load_study_spec(path: str | Path) -> StudySpec:
         config = spec.train_config(middle)
         # Build the workload once (data table and model, no training): a bad workload
         # option (an unknown op, p not prime for division) fails here, not in trial 0.
+        # It is built on a thread that ends with it: torch's first parallel region starts
+        # an OpenMP team on the thread that runs it, for that thread's life, and a team
+        # left on the main thread slows a population's training thread 1.4x
+        # (sweep/populations.py) and a lone trial measured on another thread 1.7x.
         from grokforecast.training.workloads import build_problem
 
-        build_problem(config.workload, config.data_fraction, config.seed, config.workload_options)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokforecast-check") as checking:
+            problem = (config.workload, config.data_fraction, config.seed, config.workload_options)
+            checking.submit(build_problem, *problem).result()
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return spec
