@@ -94,14 +94,19 @@ def fewest_points(name: str) -> int:
 def steps_of(history: HistoryLike, name: str, points: int) -> np.ndarray:
     """The steps of series ``name`` of ``points`` values: ``history["<name>_steps"]``, or
     the log's step column of as many entries (:data:`STEP_SPELLINGS`; for ``val/loss``,
-    ``val/step`` before ``step``), or ``0..points-1`` where the history gives neither."""
+    ``val/step`` before ``step``; in any case), or ``0..points-1`` where the history gives
+    neither.
+
+    >>> steps_of({"Val/Loss": [2.0, 1.0], "Val/Step": [0, 50], "Step": [0, 1]}, "Val/Loss", 2).tolist()
+    [0.0, 50.0]
+    """
     steps_key = f"{name}_steps"
     if steps_key in history:
         return np.asarray(history[steps_key], dtype=float)
     split = name.rpartition("/")[0]
     columns = [f"{split}/{key}" for key in STEP_SPELLINGS] if split else []
     spelled = _keys_by_lower_case(history)
-    for key in (spelled.get(column) for column in (*columns, *STEP_SPELLINGS)):
+    for key in (spelled.get(column.lower()) for column in (*columns, *STEP_SPELLINGS)):
         if key is not None and np.shape(history[key]) == (points,):
             return np.asarray(history[key], dtype=float)
     return np.arange(points, dtype=float)
