@@ -138,7 +138,8 @@ AUTO_SIZES = (2, 4, 8, 16, 32, 64)
 AUTO_MARGIN = 1.1
 #: The share of the device's free memory the population's training state may take.
 AUTO_MEMORY_SHARE = 0.25
-#: Steps timed per candidate, about (a whole number of evaluation intervals).
+#: Steps timed per candidate, rounded to a whole number of evaluation intervals (one at
+#: least).
 AUTO_STEPS = 10
 
 

@@ -310,8 +310,8 @@ def load_study_spec(path: str | Path) -> StudySpec:
         # option (an unknown op, p not prime for division) fails here, not in trial 0.
         # It is built on a thread that ends with it: torch's first parallel region starts
         # an OpenMP team on the thread that runs it, for that thread's life, and a team
-        # left on the main thread slows a population's training thread 1.4x
-        # (sweep/populations.py) and a lone trial measured on another thread 1.7x.
+        # left on the main thread slows the threads that train later in this process
+        # (sweep/populations.py): a quickstart-sized population's sweep took 1.5x as long.
         from grokforecast.training.workloads import build_problem
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokforecast-check") as checking:
