@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grokforecast.history import as_number
+
 #: How an event file's name begins.
 EVENT_FILE_PREFIX = "events.out.tfevents."
 #: The HParams plugin's tag of the record holding a run's hyperparameters.
@@ -81,8 +83,11 @@ def read_events(run: str | Path) -> Events:
     events = Events()
     for path in event_files(run):
         prefix = _prefix(run, path)
-        for step, tag, value in _scalars(path.read_bytes(), events.hyperparameters):
-            by_step.setdefault(prefix + tag, {})[step] = value
+        for step, tag, scalar, plugin_content in _values(path.read_bytes()):
+            if tag == HPARAMS_TAG and plugin_content is not None:
+                events.hyperparameters.update(_session_hyperparameters(plugin_content))
+            elif scalar is not None:
+                by_step.setdefault(prefix + tag, {})[step] = scalar
     for tag, points in by_step.items():
         steps = sorted(points)
         events.scalars[tag] = (steps, [points[step] for step in steps])
@@ -96,20 +101,12 @@ def _prefix(run: Path, path: Path) -> str:
     if not run.is_dir() or path.parent == run:
         return ""
     relative = path.parent.relative_to(run).as_posix()
-    return "" if _is_number(relative.rpartition("/")[2]) else f"{relative}/"
+    return "" if as_number(relative.rpartition("/")[2]) is not None else f"{relative}/"
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _scalars(data: bytes, hyperparameters: dict[str, float]) -> Iterator[tuple[float, str, float]]:
-    """``(step, tag, value)`` of every scalar of an event file's bytes; the hyperparameters
-    of an HParams record are put into ``hyperparameters``."""
+def _values(data: bytes) -> Iterator[tuple[float, str, float | None, bytes | None]]:
+    """``(step, tag, scalar, plugin content)`` of every tagged summary value of an event
+    file's bytes (:func:`_summary_value`)."""
     for record in _records(data):
         step, summary = 0.0, None
         for number, _, value in _fields(record):
@@ -123,10 +120,8 @@ def _scalars(data: bytes, hyperparameters: dict[str, float]) -> Iterator[tuple[f
             if number != 1 or not isinstance(value, bytes):
                 continue
             tag, scalar, plugin_content = _summary_value(value)
-            if tag == HPARAMS_TAG and plugin_content is not None:
-                hyperparameters.update(_session_hyperparameters(plugin_content))
-            elif tag is not None and scalar is not None:
-                yield step, tag, scalar
+            if tag is not None:
+                yield step, tag, scalar, plugin_content
 
 
 def _records(data: bytes) -> Iterator[bytes]:
@@ -263,6 +258,6 @@ def _protobuf_number(message: bytes) -> float | None:
     for number, wire, content in _fields(message):
         if number == 2 and wire == _FIXED64:
             return struct.unpack("<d", content)[0]
-        if number == 3 and isinstance(content, bytes) and _is_number(content.decode("utf-8", "replace")):
-            return float(content)
+        if number == 3 and isinstance(content, bytes):
+            return as_number(content.decode("utf-8", "replace"))
     return None

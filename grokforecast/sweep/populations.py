@@ -38,7 +38,7 @@ import torch
 from grokforecast.sweep.spec import StudySpec
 from grokforecast.sweep.study import suggest
 from grokforecast.training import RunStatus, TrainConfig, Trainer
-from grokforecast.training.cpu_process import tune_for_training_on
+from grokforecast.training.cpu_process import on_a_passing_thread, tune_for_training_on
 from grokforecast.training.population import Population, training_state_bytes
 
 
@@ -153,13 +153,11 @@ def choose_population(spec: StudySpec) -> tuple[int, str]:
     ``eval_every`` steps, as a sweep's trials do: a window that also held the step-0
     evaluation weighed evaluations double, and a population evaluates its members at once.
 
-    It measures on a thread that ends with the measurement, with the caller's intra-op
-    threads: the OpenMP team a thread starts lives as long as the thread, and one left on
-    the caller's would slow the population's training thread (module docstring).
+    It measures on a thread that ends with the measurement
+    (:func:`~grokforecast.training.cpu_process.on_a_passing_thread`), with the caller's
+    intra-op threads.
     """
-    threads = torch.get_num_threads()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokforecast-population-auto") as measuring:
-        return measuring.submit(_measure_population, spec, threads).result()
+    return on_a_passing_thread(_measure_population, spec, torch.get_num_threads())
 
 
 def _measure_population(spec: StudySpec, threads: int) -> tuple[int, str]:

@@ -39,7 +39,6 @@ import difflib
 import math
 import re
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -308,15 +307,11 @@ def load_study_spec(path: str | Path) -> StudySpec:
         config = spec.train_config(middle)
         # Build the workload once (data table and model, no training): a bad workload
         # option (an unknown op, p not prime for division) fails here, not in trial 0.
-        # It is built on a thread that ends with it: torch's first parallel region starts
-        # an OpenMP team on the thread that runs it, for that thread's life, and a team
-        # left on the main thread slows the threads that train later in this process
-        # (sweep/populations.py): a quickstart-sized population's sweep took 1.5x as long.
+        from grokforecast.training.cpu_process import on_a_passing_thread
         from grokforecast.training.workloads import build_problem
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokforecast-check") as checking:
-            problem = (config.workload, config.data_fraction, config.seed, config.workload_options)
-            checking.submit(build_problem, *problem).result()
+        problem = (config.workload, config.data_fraction, config.seed, config.workload_options)
+        on_a_passing_thread(build_problem, *problem)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return spec

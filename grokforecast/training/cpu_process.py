@@ -18,8 +18,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
+
+Result = TypeVar("Result")
 
 # mallopt parameters (malloc.h) and the largest mmap threshold glibc accepts on 64-bit.
 _M_TRIM_THRESHOLD = -1
@@ -49,3 +54,17 @@ def tune_for_training_on(device: torch.device) -> None:
     if device.type == "cpu":
         torch.set_flush_denormal(True)
         keep_freed_memory()
+
+
+def on_a_passing_thread(work: Callable[..., Result], *args: object) -> Result:
+    """``work(*args)`` run on a thread that ends with it, its exceptions raised here.
+
+    Torch's first parallel region on a thread starts an OpenMP team for that thread's
+    life; once more threads keep teams than there are cores, OpenMP stops spinning between
+    parallel regions and every small region waits for its threads to wake. Torch work
+    done before training (checking a study's workload, timing population sizes) runs here,
+    so that no team is left on the main thread to slow the threads that train later: a
+    quickstart-sized population's sweep took 1.5x as long with one (BENCHMARKS.md).
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grokforecast-passing") as passing:
+        return passing.submit(work, *args).result()
