@@ -430,6 +430,8 @@ def test_a_tensorboard_run_forecasts_as_its_curves_with_its_hparams(quadratic: l
     whole = read_log(keras_run)["val_acc"]  # written last
     event_file.write_bytes(event_file.read_bytes()[:-7])
     assert read_log(keras_run)["val_acc"].tolist() == whole[:-1].tolist()
+    with pytest.raises(GrokforecastError, match="a directory of several runs\\? give one run's directory"):
+        read_log(tmp_path / "runs")  # the parent of both runs: their tags under run/ prefixes
     (tmp_path / "empty").mkdir()
     with pytest.raises(
         GrokforecastError, match="empty: a directory is read as a TensorBoard run, and it holds no"

@@ -51,6 +51,8 @@ CURVE_CONTAINERS = ("log_history", "history", "metrics", "curves", "logs", "log"
 #: that holds a whole set of them (lr and weight decay, or the data fraction) is read; a
 #: ``"hyperparameters"`` that holds none is an error, since it was meant for them.
 HYPERPARAMETER_CONTAINERS = ("hyperparameters", "hparams", "config", "params", "args")
+#: The most column names an error lists (a directory of many runs has hundreds of tags).
+SHOWN_COLUMNS = 12
 
 
 def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = None) -> History:
@@ -66,10 +68,16 @@ def read_log(path: str | Path, hyperparameters: Mapping[str, float] | None = Non
         columns = columns_of(content)
         logged = [key for key in (curve_key(columns, name) for name in CURVE_GROUPS) if key]
         if not logged:
+            names = sorted(key for key in columns if not key.endswith("_steps"))
+            shown = (
+                f"{names}"
+                if len(names) <= SHOWN_COLUMNS
+                else f"{names[:SHOWN_COLUMNS]} and {len(names) - SHOWN_COLUMNS} more"
+            )
+            several_runs = " (a directory of several runs? give one run's directory)" if path.is_dir() else ""
             raise GrokforecastError(
                 f"{path}: holds none of the curves {list(CURVE_GROUPS)}, under their names or a common "
-                f"spelling (loss, val_accuracy, eval_loss, ...); its columns are "
-                f"{sorted(key for key in columns if not key.endswith('_steps'))}"
+                f"spelling (loss, val_accuracy, eval_loss, ...); its columns are {shown}{several_runs}"
             )
         part = readable_part(columns)
         if not any(name in part for name in CURVE_GROUPS):
