@@ -84,6 +84,7 @@ def test_the_top_hessian_eigenvalue_of_a_quadratic_loss_is_its_largest_curvature
         ("modular_gru", {"p": 23, "embed_dim": 8, "hidden": 16}, "token embedding"),
         ("sparse_parity", {"n_bits": 8, "hidden": 32}, "last hidden layer"),
         ("digits_mlp", {"width": 32}, "last hidden layer"),
+        ("digits_cnn", {"channels": 4}, "last hidden layer"),
     ],
 )
 def test_every_workload_gets_every_view_that_applies(

@@ -21,6 +21,7 @@ WORKLOADS = {
     "modular_transformer": {"workload_options": {"p": 23, "d_model": 32, "n_heads": 2, "n_layers": 1}},
     "modular_gru": {"workload_options": {"p": 23, "embed_dim": 8, "hidden": 16}},
     "digits_mlp": {"workload_options": {"width": 64}, "init_scale": 8.0},
+    "digits_cnn": {"workload_options": {"channels": 4}, "init_scale": 8.0},
     "sparse_parity": {"workload_options": {"n_bits": 12, "k": 3, "size": 600, "hidden": 64}},
 }
 SERIES = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")

@@ -19,6 +19,7 @@ TINY = {
     "modular_transformer": ({"p": 7, "d_model": 16, "n_heads": 2, "n_layers": 1}, {}),
     "modular_gru": ({"p": 7, "embed_dim": 8, "hidden": 16}, {}),
     "digits_mlp": ({"width": 16}, {"init_scale": 2.0}),
+    "digits_cnn": ({"channels": 4}, {"init_scale": 2.0}),
     "sparse_parity": ({"n_bits": 8, "k": 3, "size": 200, "hidden": 16}, {}),
 }
 

@@ -239,3 +239,23 @@ class DigitsMLP(nn.Module):
 
     def forward_stacked(self, params: Stack, images: torch.Tensor) -> torch.Tensor:
         return _sequential_stacked(self.layers, params, "layers", images)
+
+
+class DigitsCNN(nn.Module):
+    """Two 3x3 convolutions over the 8x8 digit (the second of stride 2), then a linear
+    read-out: a convolutional family, whose weights are shared across the image, unlike
+    every MLP, the transformer and the GRU. With a large init scale and weight decay it
+    memorizes first and generalizes late, as Omnigrok's MLP does."""
+
+    def __init__(self, channels: int = 8, n_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(2 * channels * 4 * 4, n_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images.reshape(-1, 1, 8, 8)).flatten(1))

@@ -42,6 +42,7 @@ from grokforecast.training.datasets import (
 from grokforecast.training.models import (
     ArithmeticGRU,
     ArithmeticTransformer,
+    DigitsCNN,
     DigitsMLP,
     EmbeddingMLP,
     ParityMLP,
@@ -181,3 +182,11 @@ def digits_mlp(data_fraction: float, seed: int, width: int = 200) -> Problem:
     """
     data = split_by_fraction(*digits_table(), data_fraction, seed)
     return Problem(DigitsMLP(width), data, num_classes=10, loss="mse")
+
+
+@register_workload("digits_cnn")
+def digits_cnn(data_fraction: float, seed: int, channels: int = 8) -> Problem:
+    """A small CNN on scikit-learn's digits, MSE: the image task with weights shared
+    across the picture. Like ``digits_mlp`` it groks with a large ``init_scale``."""
+    data = split_by_fraction(*digits_table(), data_fraction, seed)
+    return Problem(DigitsCNN(channels), data, num_classes=10, loss="mse")
