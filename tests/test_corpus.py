@@ -2,10 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from grokforecast.corpus import load_corpus, shipped_corpus_names
+from grokforecast.corpus import SHIPPED_GRIDS, load_corpus, shipped_corpus_names, shipped_families
 from grokforecast.corpus.build import build, plan
 from grokforecast.corpus.grid import load_grid
 from grokforecast.errors import ConfigError, GrokforecastError
+from grokforecast.training import build_problem
 
 TINY_GRID = """
 name = "tiny"
@@ -88,3 +89,14 @@ def test_the_shipped_corpus_covers_what_the_forecaster_needs() -> None:
     assert omnigrok and all(
         r.times.t4 > r.times.t2 for r in omnigrok if r.times.t2 is not None and r.config["batch_size"] is None
     )
+
+
+def test_every_grid_the_package_holds_loads_and_held_out_families_are_not_shipped() -> None:
+    held_out = sorted((SHIPPED_GRIDS.parent / "held_out").glob("*.toml"))
+    assert held_out, "the held-out grids are part of the package"
+    for path in [*sorted(SHIPPED_GRIDS.glob("*.toml")), *held_out]:
+        grid = load_grid(path)
+        config = grid.cells()[0].config
+        assert build_problem(config.workload, config.data_fraction, config.seed, config.workload_options)
+    # A held-out family is measured by replaying it, never fitted on: no shipped runs of it.
+    assert not {load_grid(path).fixed["workload"] for path in held_out} & set(shipped_families())
