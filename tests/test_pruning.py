@@ -348,18 +348,37 @@ def test_a_monitor_with_some_of_the_curves_gets_a_calibration_for_exactly_those(
 
 
 def test_the_ranked_warm_up_keeps_a_trial_forecast_to_grok_more_likely_than_not() -> None:
-    from grokforecast.core.policy import WARM_UP_KEEP_ODDS, PolicySettings, StoppingPolicy, StudyContext
+    from grokforecast.core.policy import KEEP_ODDS, PolicySettings, StoppingPolicy, StudyContext
     from grokforecast.history import History
 
     policy = StoppingPolicy(PolicySettings(probe_step=60, exploration=0.0))
     histories = [History.from_record(r, until=60) for r in load_corpus("quadratic_add97")]
     forecasts = [policy.decide(h, trial=0, context=StudyContext()).record.probability for h in histories]
-    likely = next(h for h, p in zip(histories, forecasts, strict=True) if p >= WARM_UP_KEEP_ODDS)
-    doubtful = next(h for h, p in zip(histories, forecasts, strict=True) if p < WARM_UP_KEEP_ODDS)
+    likely = next(h for h, p in zip(histories, forecasts, strict=True) if p >= KEEP_ODDS)
+    doubtful = next(h for h, p in zip(histories, forecasts, strict=True) if p < KEEP_ODDS)
     # Each ranked below four trials forecast surer: the likely one is kept on its odds,
     # the doubtful one is pruned.
     surer = StudyContext(probed=[0.99] * 4)
     kept = policy.decide(likely, trial=1, context=surer).record
-    assert kept.decision.value == "keep" and f"but P(grok) >= {WARM_UP_KEEP_ODDS:g}" in kept.rule
+    assert kept.decision.value == "keep" and f"but P(grok) >= {KEEP_ODDS:g}" in kept.rule
     pruned = policy.decide(doubtful, trial=2, context=surer).record
+    assert pruned.decision.value == "prune" and "but P(grok)" not in pruned.rule
+
+
+def test_a_rung_keeps_a_trial_forecast_to_grok_more_likely_than_not() -> None:
+    from grokforecast.core.policy import KEEP_ODDS, PolicySettings, StoppingPolicy, StudyContext
+    from grokforecast.history import History
+
+    policy = StoppingPolicy(PolicySettings(probe_step=60, rungs=(150,), exploration=0.0))
+    histories = [History.from_record(r, until=150) for r in load_corpus("quadratic_add97")]
+    alone = [policy.judge_again(h, StudyContext(), rung=1).rung_forecast for h in histories]
+    judged = [(h, p) for h, p in zip(histories, alone, strict=True) if p is not None]  # not grokked yet
+    likely = next(h for h, p in judged if p >= KEEP_ODDS)
+    doubtful = next(h for h, p in judged if p < KEEP_ODDS)
+    # Each ranks in the bottom fifth below four trials judged surer at the rung: the likely
+    # one is kept on its odds, the doubtful one is pruned.
+    surer = StudyContext(at_rung=[0.99] * 4)
+    kept = policy.judge_again(likely, surer, rung=1).record
+    assert kept.decision.value == "keep" and f"but P(grok) >= {KEEP_ODDS:g}" in kept.rule
+    pruned = policy.judge_again(doubtful, surer, rung=1).record
     assert pruned.decision.value == "prune" and "but P(grok)" not in pruned.rule

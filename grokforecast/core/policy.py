@@ -22,7 +22,7 @@ The steps of a decision, in order:
    is nothing left to forecast, and it may be the study's best trial.
 5. Otherwise the rule: until the study model has learned, prune outside the
    ``warm_up_keep_top`` fraction of the trials probed so far (by forecast), unless the
-   forecast is even odds or better (:data:`WARM_UP_KEEP_ODDS`); then prune below
+   forecast is even odds or better (:data:`KEEP_ODDS`); then prune below
    ``threshold``. With ``keep_top``, always by rank.
 6. A trial the rule prunes may be drawn to run on anyway (``exploration``), so that the
    study model sees how low forecasts turn out; the chance shrinks as the study's
@@ -31,10 +31,11 @@ The steps of a decision, in order:
 A second look (``rungs``): a trial kept at the probe is judged again at each later rung
 step (:meth:`StoppingPolicy.judge_again`). The run has grokked by then, and is kept; or
 the shipped forecast reads its longer history and the trial is pruned when that forecast
-ranks in the bottom ``rung_prune_share`` of the trials judged at the same rung. By rank,
-because on a family the shipped forecaster never saw its ranking holds and its scale does
-not; without the study model, which learned from forecasts made at the probe. Explored
-trials are not judged again: they run to their end to teach the study model.
+ranks in the bottom ``rung_prune_share`` of the trials judged at the same rung, unless it
+is even odds or better (:data:`KEEP_ODDS`, as in the warm-up). By rank, because on a
+family the shipped forecaster never saw its ranking holds and its scale does not; without
+the study model, which learned from forecasts made at the probe. Explored trials are not
+judged again: they run to their end to teach the study model.
 
 Probe-step convention: a trial is judged at the first report whose step is at or after
 ``probe_step``, where a report's step is that of the newest measurement it carries. The
@@ -77,12 +78,14 @@ from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD, SERIES
 
 logger = logging.getLogger(__name__)
 
-#: The ranked warm-up never prunes a trial forecast more likely to grok than not: where a
-#: study groks often, its bottom share by rank holds grokkers the forecast saw. Held out by
-#: family in `bench replay`, this kept one more grokker of the embedding MLP (168 of 168)
-#: and of parity (38 of 42), three more of the transformer with the second look, for
-#: +0.00-0.09x of the oracle's compute (``docs/benchmarks-history.md``).
-WARM_UP_KEEP_ODDS = 0.5
+#: A decision by rank (the warm-up, the second look's rungs) never prunes a trial forecast
+#: more likely to grok than not: where a study groks often, its bottom share by rank holds
+#: grokkers the forecast saw. Held out by family in `bench replay`: at the warm-up this
+#: kept one more grokker of the embedding MLP (168 of 168) and of parity (38 of 42), three
+#: more of the transformer with the second look, for +0.00-0.09x of the oracle's compute;
+#: at the rungs, two more of the transformer (39 of 39) and eight of the CNN on digits
+#: (57 of 57), for +0.00-0.19x (``docs/benchmarks-history.md``).
+KEEP_ODDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class PolicySettings:
             judged again (the module's "second look"); empty: judged once.
         rung_prune_share: At each rung, prune a trial whose forecast ranks in this bottom
             share of the trials judged at that rung so far (itself included), once
-            ``n_min_probed`` of them have been.
+            ``n_min_probed`` of them have been, unless it is even odds or better.
         series: The series a caller reports when it supplies only one (``"train_loss"``,
             ``"val_loss"`` or ``"val_acc"``): it picks the shipped calibration used then.
         fitted_without: Model families (:func:`~grokforecast.corpus.shipped_families`)
@@ -335,7 +338,9 @@ class StoppingPolicy:
             prune, rule, forecast = False, grokked_rule, None
         else:
             share = 1.0 - self.settings.rung_prune_share
-            prune, rule = self._ranked(probability, context.at_rung, share, "keep_top", "judged at this rung")
+            prune, rule = self._ranked_unless_likely(
+                probability, context.at_rung, share, "keep_top", "judged at this rung"
+            )
             forecast = probability
         record = DecisionRecord(
             Decision.PRUNE if prune else Decision.KEEP,
@@ -414,11 +419,19 @@ class StoppingPolicy:
             return self._ranked(probability, probed, settings.keep_top, "keep_top")
         if learned or settings.warm_up_keep_top is None:
             return probability < settings.threshold, f"threshold {settings.threshold:g}"
-        prune, ranked = self._ranked(probability, probed, settings.warm_up_keep_top, "warm_up_keep_top")
-        if prune and probability >= WARM_UP_KEEP_ODDS:
-            ranked = f"{ranked}, but P(grok) >= {WARM_UP_KEEP_ODDS:g}"
-            prune = False
+        prune, ranked = self._ranked_unless_likely(
+            probability, probed, settings.warm_up_keep_top, "warm_up_keep_top"
+        )
         return prune, f"{ranked}, until the study model has learned"
+
+    def _ranked_unless_likely(
+        self, probability: float, probed: Sequence[float], share: float, name: str, among: str = "probed"
+    ) -> tuple[bool, str]:
+        """As :meth:`_ranked`, but a forecast of :data:`KEEP_ODDS` or better is kept."""
+        prune, rule = self._ranked(probability, probed, share, name, among)
+        if prune and probability >= KEEP_ODDS:
+            return False, f"{rule}, but P(grok) >= {KEEP_ODDS:g}"
+        return prune, rule
 
     def _ranked(
         self, probability: float, probed: Sequence[float], share: float, name: str, among: str = "probed"
