@@ -2,7 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from grokforecast.corpus import SHIPPED_GRIDS, load_corpus, shipped_corpus_names, shipped_families
+from grokforecast.corpus import (
+    HELD_OUT_GRIDS,
+    SHIPPED_GRIDS,
+    load_corpus,
+    shipped_corpus_names,
+    shipped_families,
+)
 from grokforecast.corpus.build import build, plan
 from grokforecast.corpus.grid import load_grid
 from grokforecast.errors import ConfigError, GrokforecastError
@@ -92,7 +98,7 @@ def test_the_shipped_corpus_covers_what_the_forecaster_needs() -> None:
 
 
 def test_every_grid_the_package_holds_loads_and_held_out_families_are_not_shipped() -> None:
-    held_out = sorted((SHIPPED_GRIDS.parent / "held_out").glob("*.toml"))
+    held_out = sorted(HELD_OUT_GRIDS.glob("*.toml"))
     assert held_out, "the held-out grids are part of the package"
     for path in [*sorted(SHIPPED_GRIDS.glob("*.toml")), *held_out]:
         grid = load_grid(path)

@@ -16,6 +16,9 @@ from grokforecast.records import RunRecord, read_record
 
 SHIPPED_DATA = Path(__file__).parent / "data"
 SHIPPED_GRIDS = Path(__file__).parent / "grids"
+#: Grids of families measured held out and never fitted on: their runs are built by a
+#: user (``grokforecast corpus``) and replayed, never shipped (``docs/benchmarks-history.md``).
+HELD_OUT_GRIDS = Path(__file__).parent / "held_out"
 
 
 def shipped_corpus_names() -> list[str]:
