@@ -92,6 +92,13 @@ def test_bench_trainer_reports_three_loops_and_both_overheads_with_their_interva
     assert result.stdout.count("median of 3 rounds of 20 steps; 95 % interval") == 2
 
 
+def test_bench_grok_time_scores_the_corpora_named() -> None:
+    result = run("bench", "grok-time", "--corpus", "quadratic_add97", "--orders", "1")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "corpus" and rows[2:] == ["quadratic_add97"]  # the header, its rule, one corpus
+
+
 def test_help_loads_neither_torch_nor_ray_nor_optuna() -> None:
     """``--help`` and shell completion answer at once: the heavy libraries load when a
     command runs, not when the command line is parsed."""

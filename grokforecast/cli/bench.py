@@ -30,6 +30,18 @@ def probe_fractions_option(default: tuple[float, ...]) -> Callable:
     )
 
 
+def corpora_option(what: str) -> Callable:
+    """``--corpus``: shipped corpora by name or folders of run records (``grokforecast
+    corpus --out``), repeatable; none given means every shipped corpus."""
+    return click.option(
+        "--corpus",
+        "corpora",
+        multiple=True,
+        metavar="NAME_OR_DIR",
+        help=f"Corpus to {what} (repeatable) [default: every shipped corpus].",
+    )
+
+
 @click.group()
 def bench() -> None:
     """Measure grokforecast; the numbers go into BENCHMARKS.md."""
@@ -113,13 +125,7 @@ def grokfast_speedup(**settings) -> None:
 
 
 @bench.command("forecast")
-@click.option(
-    "--corpus",
-    "corpora",
-    multiple=True,
-    metavar="NAME_OR_DIR",
-    help="Corpus to evaluate on (repeatable) [default: every shipped corpus].",
-)
+@corpora_option("evaluate on")
 @probe_fractions_option((0.025, 0.05, 0.1))
 @click.option(
     "--repeats",
@@ -496,13 +502,7 @@ def probe_state(fractions: tuple[float, ...], cache: Path, workers: int) -> None
 
 
 @bench.command("replay")
-@click.option(
-    "--corpus",
-    "corpora",
-    multiple=True,
-    metavar="NAME_OR_DIR",
-    help="Corpus to replay (repeatable) [default: every shipped corpus].",
-)
+@corpora_option("replay")
 @click.option("--probe-fraction", type=click.FloatRange(0.01, 0.5), default=0.1, show_default=True)
 @click.option(
     "--orders", type=click.IntRange(min=1), default=3, show_default=True, help="Trial orders per corpus."
@@ -552,15 +552,17 @@ def replay(
 
 
 @bench.command("grok-time")
+@corpora_option("forecast grok steps on")
 @click.option(
     "--orders", type=click.IntRange(min=1), default=5, show_default=True, help="Trial orders per corpus."
 )
-def grok_time(orders: int) -> None:
+def grok_time(corpora: tuple[str, ...], orders: int) -> None:
     """Forecast error of each kept run's grok step, per corpus, as a study would learn it."""
     from grokforecast.bench.grok_time_eval import markdown_table, score_corpus
     from grokforecast.corpus import load_corpus, shipped_corpus_names
 
-    scores = [score_corpus(name, load_corpus(name), orders) for name in shipped_corpus_names()]
+    names = corpora or tuple(shipped_corpus_names())
+    scores = [score_corpus(name, load_corpus(name), orders) for name in names]
     click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores; {orders} trial orders per corpus")
     click.echo(markdown_table(scores))
 
