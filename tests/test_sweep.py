@@ -24,7 +24,7 @@ from grokforecast import HjorthPruner
 from grokforecast.backends.optuna.objective import worker_identity
 from grokforecast.backends.optuna.workers import reap_dead_trials, retry_interrupted, run_worker
 from grokforecast.bench.faults import worker_processes
-from grokforecast.core.policy import StudyContext
+from grokforecast.core.policy import KEEP_ODDS, StudyContext
 from grokforecast.errors import ConfigError, GrokforecastError
 from grokforecast.history import History, hyperparameters_from
 from grokforecast.sweep.plan import SweepPlan
@@ -261,7 +261,8 @@ def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path)
             assert rung["decision"] == "keep"
             continue
         ranked = [*judged_before, rung["probability"]]
-        pruned = rung["probability"] < np.quantile(ranked, 0.9)  # outside the top 10 %
+        # outside the top 10 %, and less likely to grok than not
+        pruned = rung["probability"] < min(np.quantile(ranked, 0.9), KEEP_ODDS)
         judged_before.append(rung["probability"])
         assert rung["decision"] == ("prune" if pruned else "keep")
         decision = trial.user_attrs[DECISION_ATTR]
@@ -280,6 +281,7 @@ def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path)
         )
         assert trial.user_attrs["steps_trained"] == 120 and max(trial.intermediate_values) == 120
         assert curves_of(plan, trial.number)["train_loss"][0][-1] == 119
+    assert any(t.state is TrialState.PRUNED for t in study.trials)  # the rung pruned someone
 
 
 def _trained_alone(plan: SweepPlan, trial: optuna.trial.FrozenTrial) -> Trainer:
