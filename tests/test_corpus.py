@@ -12,7 +12,7 @@ from grokforecast.corpus import (
 from grokforecast.corpus.build import build, plan
 from grokforecast.corpus.grid import load_grid
 from grokforecast.errors import ConfigError, GrokforecastError
-from grokforecast.training import build_problem
+from grokforecast.training.workloads import problem_for
 
 TINY_GRID = """
 name = "tiny"
@@ -101,8 +101,6 @@ def test_every_grid_the_package_holds_loads_and_held_out_families_are_not_shippe
     held_out = sorted(HELD_OUT_GRIDS.glob("*.toml"))
     assert held_out, "the held-out grids are part of the package"
     for path in [*sorted(SHIPPED_GRIDS.glob("*.toml")), *held_out]:
-        grid = load_grid(path)
-        config = grid.cells()[0].config
-        assert build_problem(config.workload, config.data_fraction, config.seed, config.workload_options)
+        assert problem_for(load_grid(path).cells()[0].config)
     # A held-out family is measured by replaying it, never fitted on: no shipped runs of it.
     assert not {load_grid(path).fixed["workload"] for path in held_out} & set(shipped_families())

@@ -32,14 +32,21 @@ def probe_fractions_option(default: tuple[float, ...]) -> Callable:
 
 def corpora_option(what: str) -> Callable:
     """``--corpus``: shipped corpora by name or folders of run records (``grokforecast
-    corpus --out``), repeatable; none given means every shipped corpus."""
+    corpus --out``), repeatable; none given means every shipped corpus, by name."""
     return click.option(
         "--corpus",
         "corpora",
         multiple=True,
         metavar="NAME_OR_DIR",
+        callback=_every_shipped_corpus_if_none,
         help=f"Corpus to {what} (repeatable) [default: every shipped corpus].",
     )
+
+
+def _every_shipped_corpus_if_none(_ctx: click.Context, _param: click.Parameter, corpora: tuple) -> tuple:
+    from grokforecast.corpus import shipped_corpus_names
+
+    return corpora or tuple(shipped_corpus_names())
 
 
 @click.group()
@@ -530,17 +537,16 @@ def replay(
 
     from grokforecast.bench.replay import compare
     from grokforecast.bench.replay_report import family_table, markdown_table, write_figure
-    from grokforecast.corpus import load_corpus, shipped_corpus_names
+    from grokforecast.corpus import load_corpus
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("grokforecast").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # PatientPruner
-    names = corpora or tuple(shipped_corpus_names())
-    outcomes = compare({name: load_corpus(name) for name in names}, probe_fraction, orders)
+    outcomes = compare({name: load_corpus(name) for name in corpora}, probe_fraction, orders)
     if with_ray:
         from grokforecast.bench.tune_replay import compare_on_tune
 
-        for name in names:
+        for name in corpora:
             outcomes += compare_on_tune(load_corpus(name), probe_fraction, include=("asha",), corpus=name)
     table = markdown_table(outcomes) + "\n\n" + family_table(outcomes)
     click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores; {orders} trial orders per corpus")
@@ -559,10 +565,9 @@ def replay(
 def grok_time(corpora: tuple[str, ...], orders: int) -> None:
     """Forecast error of each kept run's grok step, per corpus, as a study would learn it."""
     from grokforecast.bench.grok_time_eval import markdown_table, score_corpus
-    from grokforecast.corpus import load_corpus, shipped_corpus_names
+    from grokforecast.corpus import load_corpus
 
-    names = corpora or tuple(shipped_corpus_names())
-    scores = [score_corpus(name, load_corpus(name), orders) for name in names]
+    scores = [score_corpus(name, load_corpus(name), orders) for name in corpora]
     click.echo(f"machine: {platform.machine()}, {os.cpu_count()} cores; {orders} trial orders per corpus")
     click.echo(markdown_table(scores))
 

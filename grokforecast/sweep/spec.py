@@ -308,10 +308,9 @@ def load_study_spec(path: str | Path) -> StudySpec:
         # Build the workload once (data table and model, no training): a bad workload
         # option (an unknown op, p not prime for division) fails here, not in trial 0.
         from grokforecast.training.cpu_process import on_a_passing_thread
-        from grokforecast.training.workloads import build_problem
+        from grokforecast.training.workloads import problem_for
 
-        problem = (config.workload, config.data_fraction, config.seed, config.workload_options)
-        on_a_passing_thread(build_problem, *problem)
+        on_a_passing_thread(problem_for, config)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     return spec

@@ -30,7 +30,7 @@ from grokforecast.training.checkpoint import load_checkpoint, save_checkpoint
 from grokforecast.training.config import TrainConfig
 from grokforecast.training.cpu_process import tune_for_training_on
 from grokforecast.training.grokfast import make_filter
-from grokforecast.training.workloads import Problem, build_problem
+from grokforecast.training.workloads import Problem, problem_for
 
 
 class RunStatus(enum.Enum):
@@ -94,9 +94,7 @@ class Trainer:
         tune_for_training_on(self.device)
         with _GLOBAL_RNG:  # the model is built from torch's global generator, seeded here
             torch.manual_seed(config.seed)
-            problem = build_problem(
-                config.workload, config.data_fraction, config.seed, config.workload_options
-            )
+            problem = problem_for(config)
         self.model = problem.model.to(self.device)
         with torch.no_grad():
             for parameter in self.model.parameters():

@@ -27,11 +27,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from torch import nn
 
 from grokforecast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from grokforecast.training.config import TrainConfig
 from grokforecast.training.datasets import (
     Split,
     digits_table,
@@ -103,6 +106,11 @@ def build_problem(
             f"its options are {sorted(workload_options(name))}"
         )
     return factory(data_fraction, seed, **options)
+
+
+def problem_for(config: TrainConfig) -> Problem:
+    """The workload ``config`` names, built for its data fraction, seed and options."""
+    return build_problem(config.workload, config.data_fraction, config.seed, config.workload_options)
 
 
 def _lookup(name: str) -> WorkloadFactory:
