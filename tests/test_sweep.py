@@ -245,13 +245,13 @@ def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_
 
 def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path) -> None:
     text = (
-        study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=4, threshold=0.0)  # every trial kept at the probe
+        study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=6, threshold=0.0)  # every trial kept at the probe
         .replace("full_steps = 240", "full_steps = 240\nrung_steps = [120]")
         .replace("exploration = 0.0", "exploration = 0.0\nn_min_probed = 1\nrung_prune_share = 0.9")
     )
     plan = SweepPlan.load(write_study(in_tmp, text, "rungs.toml"))
     create_study(plan)
-    run_worker(plan)
+    run_worker(plan, worker_index=0)  # the file's seed as it is: the same six trials on every run
     study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
     judged_before: list[float] = []
     for trial in study.trials:  # one worker: judged at the rung in number order
