@@ -37,6 +37,8 @@ data_fraction = {{ low = 0.3, high = 0.8 }}
 [budget]
 probe_steps = 40
 full_steps = {full_steps}
+# a second look (later rungs) only where a test asks for one
+rung_steps = []
 hold_steps = 10000
 checkpoint_every = 100
 

@@ -472,7 +472,7 @@ def test_the_study_files_pruner_and_grok_threshold_reach_both_stoppers_alike(tmp
         study_text("settings")
         .replace('device = "cpu"', 'device = "cpu"\ngrok_threshold = 0.9')
         .replace("threshold = 0.5", "threshold = 0.3\nkeep_top = 0.4\nseed = 5\nrung_prune_share = 0.3")
-        .replace("full_steps = 240", "full_steps = 240\nrung_steps = [100, 180]")
+        .replace("rung_steps = []", "rung_steps = [100, 180]")
     )
     plan = SweepPlan.load(write_study(tmp_path, text), f"sqlite:///{tmp_path / 's.db'}")
     expected = PolicySettings(

@@ -47,6 +47,26 @@ from studies import GROKFORECAST, study_text, write_study
 
 
 @pytest.mark.parametrize(
+    ("budget", "rungs"),
+    [
+        ("probe_steps = 40", (60, 120)),  # the second look at 25 % and 50 % of 240 steps
+        ("probe_steps = 80", (120,)),  # a rung at or before the probe is dropped
+        ("probe_steps = 130", ()),
+        ("probe_steps = 40\nrung_steps = []", ()),  # turned off
+        ("probe_steps = 40\nrung_steps = [200]", (200,)),
+    ],
+)
+def test_a_study_file_without_rungs_takes_a_second_look_at_a_quarter_and_half_the_budget(
+    tmp_path: Path, budget: str, rungs: tuple[int, ...]
+) -> None:
+    text = study_text("rungs").replace("rung_steps = []\n", "").replace("probe_steps = 40", budget)
+    spec = load_study_spec(write_study(tmp_path, text))
+    probe = spec.budget.probe_steps
+    assert spec.budget.judged_at == (probe, *rungs)
+    assert spec.policy_settings().rungs == rungs
+
+
+@pytest.mark.parametrize(
     ("change", "message"),
     [
         (("n_trials = 3", "n_trials = 3\nn_trails = 4"), "n_trails: unknown key"),
@@ -80,7 +100,7 @@ from studies import GROKFORECAST, study_text, write_study
         ),
         (("full_steps = 240", "full_steps = 240\npopulation = 0"), "budget.population"),
         (
-            ("full_steps = 240", "full_steps = 240\nrung_steps = [300]"),
+            ("rung_steps = []", "rung_steps = [300]"),
             r"rung_steps=\[300\] must lie between probe_steps=40 and full_steps=240, in increasing order",
         ),
         (
@@ -246,7 +266,7 @@ def test_kept_trials_continue_the_same_run_to_full_length(in_tmp: Path, storage_
 def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path) -> None:
     text = (
         study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=6, threshold=0.0)  # every trial kept at the probe
-        .replace("full_steps = 240", "full_steps = 240\nrung_steps = [120]")
+        .replace("rung_steps = []", "rung_steps = [120]")
         .replace("exploration = 0.0", "exploration = 0.0\nn_min_probed = 1\nrung_prune_share = 0.9")
     )
     plan = SweepPlan.load(write_study(in_tmp, text, "rungs.toml"))

@@ -23,7 +23,7 @@ A study file is TOML, validated by pydantic; any mistake (an unknown key, a wron
 
     [budget]
     probe_steps = 150             # every trial trains this far, then the forecast decides
-    rung_steps = [1000]           # a kept trial is judged again here (default: none)
+    rung_steps = [1000]           # a kept trial is judged again here (default: 25 and 50 %; [] for none)
     full_steps = 2000             # kept trials continue to here
     hold_steps = 200              # a trial that held the grok threshold this long ends early
     population = 1                # trials a worker trains at once, as one stacked model ("auto": measured)
@@ -104,10 +104,29 @@ class SamplerSpec(_Strict):
     seed: int | None = 0
 
 
+#: Where a study file names no ``rung_steps``: a kept trial is judged again at these shares
+#: of its budget (the second look), each that lies after the probe. Replayed held out by
+#: family (``BENCHMARKS.md``), rungs here kept the same share of grokkers as the probe
+#: alone on six families of seven, on 0.00-0.19x of the oracle's compute less.
+DEFAULT_RUNG_SHARES = (0.25, 0.5)
+
+
+def default_rung_steps(probe_steps: int, full_steps: int) -> list[int]:
+    """The rungs of a budget that names none: :data:`DEFAULT_RUNG_SHARES` of ``full_steps``
+    that lie after ``probe_steps``.
+
+    >>> default_rung_steps(150, 2000), default_rung_steps(600, 2000), default_rung_steps(1200, 2000)
+    ([500, 1000], [1000], [])
+    """
+    steps = (round(share * full_steps) for share in DEFAULT_RUNG_SHARES)
+    return [step for step in steps if probe_steps < step < full_steps]
+
+
 class BudgetSpec(_Strict):
     probe_steps: Annotated[int, Field(ge=1)]
     full_steps: Annotated[int, Field(ge=1)]
-    #: Steps after the probe at which a kept trial is judged again (the second look).
+    #: Steps after the probe at which a kept trial is judged again (the second look);
+    #: :func:`default_rung_steps` where the file names none, ``[]`` for none.
     rung_steps: list[int] = []
     hold_steps: Annotated[int, Field(ge=0)] = 200
     checkpoint_every: Annotated[int, Field(ge=1)] = 500
@@ -119,6 +138,16 @@ class BudgetSpec(_Strict):
     report_every: Annotated[int, Field(ge=1)] = 50
     #: Trials a worker trains at once as one stacked model (:mod:`grokforecast.sweep.populations`).
     population: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_rungs(cls, table: Any) -> Any:
+        if not isinstance(table, dict) or "rung_steps" in table:
+            return table
+        probe, full = table.get("probe_steps"), table.get("full_steps")
+        if not (isinstance(probe, int) and isinstance(full, int)):
+            return table  # a missing or mistyped budget: the field checks name it
+        return {**table, "rung_steps": default_rung_steps(probe, full)}
 
     @model_validator(mode="after")
     def _check(self) -> BudgetSpec:
