@@ -29,7 +29,7 @@ from grokforecast.errors import ConfigError, GrokforecastError
 from grokforecast.history import History, hyperparameters_from
 from grokforecast.sweep.plan import SweepPlan
 from grokforecast.sweep.populations import AUTO_SIZES, choose_population
-from grokforecast.sweep.progress import ProgressLines
+from grokforecast.sweep.progress import ProgressLines, trial_line
 from grokforecast.sweep.spec import load_study_spec
 from grokforecast.sweep.storage import (
     misread_absolute_path,
@@ -301,6 +301,10 @@ def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path)
         )
         assert trial.user_attrs["steps_trained"] == 120 and max(trial.intermediate_values) == 120
         assert curves_of(plan, trial.number)["train_loss"][0][-1] == 119
+        # the progress line and the report show the forecast that pruned it, not the probe's
+        shown = f"P(grok) {rung['probability']:.2f}"
+        assert trial_line(trial) == f"trial {trial.number} pruned at step 120 ({shown})"
+        assert f"pruned  {rung['probability']:7.2f}     prune" in report_text(study, 240)
     assert any(t.state is TrialState.PRUNED for t in study.trials)  # the rung pruned someone
 
 

@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from grokforecast.sweep.summary import SweepSummary, ran_trials, summarize
-from grokforecast.vocabulary import PROBE_ATTR, STOPPED_ATTR
+from grokforecast.sweep.summary import SweepSummary, deciding_probability, ran_trials, summarize
+from grokforecast.vocabulary import STOPPED_ATTR
 
 _ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -89,8 +89,8 @@ def trial_line(trial: FrozenTrial) -> str:
     attrs = trial.user_attrs
     steps = attrs.get("steps_trained")
     at = f" at step {steps}" if steps is not None else ""
-    probe = trial.system_attrs.get(PROBE_ATTR)
-    forecast = f" (P(grok) {probe['probability']:.2f})" if probe else ""
+    probability = deciding_probability(trial)
+    forecast = f" (P(grok) {probability:.2f})" if probability is not None else ""
     if trial.state is TrialState.FAIL:
         return f"trial {trial.number} failed (resume retries it from its checkpoint)"
     if trial.state is TrialState.PRUNED:

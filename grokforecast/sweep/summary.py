@@ -59,7 +59,12 @@ def _fmt(value: object, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _probability(trial: FrozenTrial) -> float | None:
+def deciding_probability(trial: FrozenTrial) -> float | None:
+    """The P(grok) the trial's standing decision was made on: its probe's, or the later
+    rung's that pruned it (None where no forecast was made)."""
+    decided = trial.user_attrs.get(DECISION_ATTR, {}).get("probability")
+    if decided is not None:
+        return decided
     probe = trial.system_attrs.get(PROBE_ATTR)
     return None if probe is None else probe["probability"]
 
@@ -84,7 +89,7 @@ def trial_table(study: optuna.Study) -> str:
                     for n in names
                 ),
                 t.state.name.lower(),
-                _fmt(_probability(t), ".2f"),
+                _fmt(deciding_probability(t), ".2f"),
                 _fmt(decision),
                 _fmt(t.user_attrs.get("t4")),
                 _fmt(t.user_attrs.get("final_val_acc"), ".3f"),
