@@ -308,6 +308,48 @@ def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path)
     assert any(t.state is TrialState.PRUNED for t in study.trials)  # the rung pruned someone
 
 
+def test_a_population_judges_each_kept_trial_at_its_rung_on_its_own_curves(in_tmp: Path) -> None:
+    """The second look, a study file's default, in a population: every slot's trial is
+    judged at the rung on the history it would have alone, and a pruned one stops there."""
+    text = (
+        study_text(f"t{uuid.uuid4().hex[:8]}", n_trials=6, threshold=0.0)  # every trial kept at the probe
+        .replace("rung_steps = []", "rung_steps = [120]\npopulation = 3")
+        .replace("exploration = 0.0", "exploration = 0.0\nn_min_probed = 1\nrung_prune_share = 0.9")
+    )
+    plan = SweepPlan.load(write_study(in_tmp, text, "rungs.toml"))
+    study = create_study(plan)
+    # Three slots ask at once, so even a seeded sampler's draws land in any order: fixed
+    # trials instead, three that learn and three that learn little, which rank below them.
+    for learns in (True, False) * 3:
+        study.enqueue_trial(
+            {"lr": 1e-2, "weight_decay": 1.0, "data_fraction": 0.8}
+            if learns
+            else {"lr": 1e-3, "weight_decay": 0.1, "data_fraction": 0.3}
+        )
+    run_worker(plan)
+    study = optuna.load_study(study_name=plan.spec.name, storage=plan.storage_url)
+    ran = [t for t in study.trials if SURPLUS_ATTR not in t.system_attrs]
+    assert len(ran) == 6
+    for trial in ran:
+        (rung,) = trial.user_attrs[RUNG_DECISIONS_ATTR]
+        assert (rung["rung"], rung["step"]) == (1, 120)
+        steps = trial.user_attrs["steps_trained"]
+        if rung["decision"] == "prune":
+            assert trial.state is TrialState.PRUNED and steps == 120
+            assert trial.user_attrs[DECISION_ATTR]["rung"] == 1
+        else:
+            assert trial.state is TrialState.COMPLETE and steps == 240
+        if "grokked" in rung["rule"]:
+            continue
+        alone = Trainer(plan.spec.train_config(trial.params))
+        for until in (0, plan.spec.budget.probe_steps, 120):
+            alone.run(until=until)
+        history = History.from_curves(alone.curves, hyperparameters=hyperparameters_from(trial.params))
+        forecast = HjorthPruner(40).policy.forecaster_for(history)[1].assess(history).probability
+        assert rung["probability"] == pytest.approx(forecast, abs=0.01)  # the features amplify rounding
+    assert any(t.state is TrialState.PRUNED for t in ran)  # the rung pruned someone
+
+
 def _trained_alone(plan: SweepPlan, trial: optuna.trial.FrozenTrial) -> Trainer:
     """The trial's configuration trained alone in the sweep's segments: its probe, then on."""
     trainer = Trainer(plan.spec.train_config(trial.params))
