@@ -8,8 +8,9 @@
    moved aside (``.bad``) with a one-line warning and the next one tried; the curves it
    replaces are dropped from the study database, since the resumed trainer carries them all;
 3. evaluate before the first update, then train in segments (alone, or in the worker's
-   population: :class:`Segments`) whose ends always include
-   the probe step and the later rungs (``[budget] rung_steps``); after each segment hand
+   population: :class:`Segments`) whose ends always include the probe step, the later
+   rungs (``[budget] rung_steps``) and the step at which a trial will have held the grok
+   threshold for ``hold_steps``; after each segment hand
    the trainer to the backend's :class:`TrialHost`, which reports it (Optuna: the
    training loss at a stride; Ray: a result with every curve since the last) and may stop
    the trial there;
@@ -219,9 +220,11 @@ class TrialLifecycle:
             host.report(trainer, since=0, judged=False, checkpoint=False)
         segment = host.segment_steps(config.eval_every)
         next_checkpoint = _next_multiple(trainer.step, budget.checkpoint_every)
+        held = held_threshold_since(trainer)
         while True:
             since = trainer.step
-            until = min([config.steps, since + segment, *(s for s in budget.judged_at if s > since)])
+            ends = [*budget.judged_at, *([] if held is None else [held + budget.hold_steps])]
+            until = min([config.steps, since + segment, *(step for step in ends if step > since)])
             status = self.segments.run(trainer, until)
             if status is RunStatus.DIVERGED:
                 return self._end(trainer, flusher, since, "diverged", ending)
