@@ -780,7 +780,7 @@ def test_the_band_energy_is_a_part_of_the_activity_however_sparse_the_reports(ev
 
 
 def test_the_grok_time_benchmark_forecasts_each_grokker_only_from_those_before_it(quadratic: list) -> None:
-    from grokforecast.bench.grok_time_eval import MIN_GROKKED, _loglinear, score_corpus
+    from grokforecast.bench.grok_time_eval import MIN_GROKKED, PROBE_FRACTION, _loglinear, score_corpus
 
     rng = np.random.default_rng(0)
     design = np.column_stack([np.ones(30), rng.normal(size=(30, 3))])
@@ -794,6 +794,22 @@ def test_the_grok_time_benchmark_forecasts_each_grokker_only_from_those_before_i
     assert (
         0.0 < score.loglinear_median_ape < score.loglinear_mape < 1.0 and 0.9 <= score.kept_below_upper <= 1
     )
+    # The first passage forecasts only the grokkers that had not grokked by their probe.
+    probe = PROBE_FRACTION * quadratic[0].config["steps"]
+    late = [r.times.t4 > probe for r in quadratic if r.grokked]
+    assert 0 < score.passage_forecasts <= score.forecasts and (score.passage_forecasts < score.forecasts) == (
+        not all(late)
+    )
+    assert 0.0 < score.passage_median_ape < 1.0
+
+
+def test_the_first_passage_forecast_follows_the_weight_norm_down_to_where_grokkers_grokked() -> None:
+    from grokforecast.bench.grok_time_eval import _first_passage
+
+    # Falling 0.01 a step in log norm, 0.5 to go: 50 steps past the probe.
+    assert _first_passage(-0.5, -0.01, probe=100, fallback=999) == pytest.approx(150)
+    assert _first_passage(-0.5, 0.002, probe=100, fallback=999) == 999  # not shrinking: no passage
+    assert _first_passage(-0.5, float("nan"), probe=100, fallback=999) == 999
 
 
 def test_accuracies_in_per_cent_forecast_as_the_same_fractions(quadratic: list) -> None:

@@ -4,14 +4,22 @@ A grok-time budget would stop a kept trial that is well past its forecast grok s
 without having grokked. That is only worth building if the forecast is sharp, so this
 module measures it as a study would meet it: the grokking runs of a corpus arrive in a
 random order, and each is forecast from the grokking runs that finished before it (once
-:data:`MIN_GROKKED` have), never from itself or later ones. Two forecasts:
+:data:`MIN_GROKKED` have), never from itself or later ones. Three forecasts:
 
 - ``power law``: Notsawo et al.'s ``t4(r) = a * r**-gamma + b`` in the data fraction
   (:func:`~grokforecast.forecast.grok_time.fit_grok_time`);
 - ``log-linear``: ``log t4`` linear in ``log lr``, ``log weight_decay`` and ``log r``,
   ridge-regularized (:data:`RIDGE`), which also gives a spread: the share of runs that
   grokked below its upper bound (:data:`UPPER_Z` residual deviations) is what a budget
-  set there would keep.
+  set there would keep;
+- ``first passage``: Omnigrok's picture, in which a run generalizes once weight decay has
+  shrunk its weights to a norm set by the task. Each earlier grokker says how far (in
+  log weight norm) its weights fell from the probe (:data:`PROBE_FRACTION` of the budget)
+  to its grok step; the run's own log weight norm, extrapolated from its slope over the
+  second half of its probe window, is forecast to grok when it has fallen the median of
+  those distances. Only a run that had not grokked by its probe is forecast (the others
+  need none); a run whose weights are not shrinking at its probe has no first passage and
+  takes the earlier grokkers' median grok step.
 
 Scored by the mean and median absolute percentage error of the forecast grok step.
 """
@@ -35,6 +43,8 @@ MIN_GROKKED = 8
 RIDGE = 1.0
 #: Residual standard deviations above the log-linear forecast where a budget would sit.
 UPPER_Z = 2.0
+#: Where the first-passage forecast reads a run's weight norm: the forecaster's probe.
+PROBE_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,10 @@ class GrokTimeScore:
     loglinear_mape: float
     loglinear_median_ape: float
     kept_below_upper: float
+    #: First-passage forecasts made (grokkers past their probe), and their errors.
+    passage_forecasts: int
+    passage_mape: float | None
+    passage_median_ape: float | None
 
 
 def _design(records: Sequence[RunRecord]) -> np.ndarray:
@@ -76,6 +90,30 @@ def _loglinear(design: np.ndarray, log_t4: np.ndarray) -> tuple[np.ndarray, floa
     return coefficients, spread
 
 
+def _log_norm_at(record: RunRecord, step: float) -> float:
+    curves = record.curves
+    return float(np.interp(step, curves.eval_steps, np.log(curves.weight_norm)))
+
+
+def _probe_norm(record: RunRecord, probe: float) -> tuple[float, float]:
+    """The run's log weight norm at ``probe``, and its slope per step over the second half
+    of the probe window (least squares; NaN with fewer than two evaluations there)."""
+    steps = np.asarray(record.curves.eval_steps, dtype=float)
+    window = (steps >= probe / 2) & (steps <= probe)
+    if window.sum() < 2:
+        return _log_norm_at(record, probe), math.nan
+    log_norms = np.log(np.asarray(record.curves.weight_norm, dtype=float)[window])
+    return _log_norm_at(record, probe), float(np.polyfit(steps[window], log_norms, 1)[0])
+
+
+def _first_passage(fall: float, slope: float, probe: float, fallback: float) -> float:
+    """The step the log weight norm, falling ``slope`` per step from the probe, has fallen
+    ``fall`` (< 0); ``fallback`` where it is not falling."""
+    if not (math.isfinite(slope) and slope < 0 and fall < 0):
+        return fallback
+    return probe + fall / slope
+
+
 def score_corpus(corpus: str, records: Sequence[RunRecord], orders: int = 5) -> GrokTimeScore:
     """Forecast every grokking run of ``records`` from those before it, in ``orders`` orders."""
     usable = usable_records(records)
@@ -83,8 +121,15 @@ def score_corpus(corpus: str, records: Sequence[RunRecord], orders: int = 5) -> 
     t4 = np.array([r.times.t4 for r in grokking], dtype=float)
     design = _design(grokking)
     fractions = np.array([r.config["data_fraction"] for r in grokking])
+    probe = PROBE_FRACTION * int(grokking[0].config["steps"]) if grokking else 0.0
+    at_probe = [_probe_norm(r, probe) for r in grokking]
+    # How far each grokker's log weight norm fell from its probe to its grok step.
+    falls = np.array(
+        [_log_norm_at(r, r.times.t4) - norm for r, (norm, _) in zip(grokking, at_probe, strict=True)]
+    )
     law_errors: list[float] = []
     loglinear_errors: list[float] = []
+    passage_errors: list[float] = []
     below: list[bool] = []
     for order in range(orders):
         sequence = list(range(len(grokking)))
@@ -95,6 +140,11 @@ def score_corpus(corpus: str, records: Sequence[RunRecord], orders: int = 5) -> 
             forecast = float(design[run] @ coefficients)
             loglinear_errors.append(abs(math.exp(forecast) - t4[run]) / t4[run])
             below.append(math.log(t4[run]) <= forecast + UPPER_Z * spread)
+            if t4[run] > probe:
+                passage = _first_passage(
+                    float(np.median(falls[seen])), at_probe[run][1], probe, float(np.median(t4[seen]))
+                )
+                passage_errors.append(abs(passage - t4[run]) / t4[run])
             try:
                 law = fit_grok_time(fractions[seen], t4[seen])
             except (ValueError, RuntimeError):  # too few distinct fractions yet, or no fit
@@ -112,6 +162,9 @@ def score_corpus(corpus: str, records: Sequence[RunRecord], orders: int = 5) -> 
         loglinear_mape=float(np.mean(loglinear_errors)) if loglinear_errors else math.nan,
         loglinear_median_ape=float(np.median(loglinear_errors)) if loglinear_errors else math.nan,
         kept_below_upper=float(np.mean(below)) if below else math.nan,
+        passage_forecasts=len(passage_errors),
+        passage_mape=float(np.mean(passage_errors)) if passage_errors else None,
+        passage_median_ape=float(np.median(passage_errors)) if passage_errors else None,
     )
 
 
@@ -123,14 +176,16 @@ def markdown_table(scores: Sequence[GrokTimeScore]) -> str:
 
     lines = [
         "| corpus | grokked / runs | median grok step / budget | forecasts | power law in r: mean / median "
-        f"error | log-linear in lr, wd, r: mean / median error | grokked below the {UPPER_Z:g}-sigma bound |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"error | log-linear in lr, wd, r: mean / median error | grokked below the {UPPER_Z:g}-sigma bound "
+        "| weight-norm first passage from the probe: forecasts, mean / median error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in scores:
         lines.append(
             f"| {s.corpus} | {s.grokked} / {s.runs} | {s.median_t4_share:.2f} | {s.forecasts} "
             f"| {percent(s.law_mape)} / {percent(s.law_median_ape)} "
             f"| {percent(s.loglinear_mape)} / {percent(s.loglinear_median_ape)} "
-            f"| {percent(s.kept_below_upper)} |"
+            f"| {percent(s.kept_below_upper)} "
+            f"| {s.passage_forecasts}: {percent(s.passage_mape)} / {percent(s.passage_median_ape)} |"
         )
     return "\n".join(lines)
