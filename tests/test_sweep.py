@@ -40,6 +40,7 @@ from grokforecast.sweep.storage import (
 from grokforecast.sweep.study import create_study, suggest
 from grokforecast.sweep.summary import report_text, summarize
 from grokforecast.training import Trainer
+from grokforecast.viz.study_data import trial_view
 from grokforecast.vocabulary import DECISION_ATTR, RUNG_DECISIONS_ATTR, SURPLUS_ATTR, WORKER_ATTR
 from studies import GROKFORECAST, study_text, write_study
 
@@ -301,6 +302,9 @@ def test_a_kept_trial_is_judged_again_at_its_rung_and_pruned_there(in_tmp: Path)
         )
         assert trial.user_attrs["steps_trained"] == 120 and max(trial.intermediate_values) == 120
         assert curves_of(plan, trial.number)["train_loss"][0][-1] == 119
+        # the dashboard's view: decided at the rung, on a probe the study file names
+        view = trial_view(trial)
+        assert (view.decided_at, view.probe_step, view.probability) == (120, None, rung["probability"])
         # the progress line and the report show the forecast that pruned it, not the probe's
         shown = f"P(grok) {rung['probability']:.2f}"
         assert trial_line(trial) == f"trial {trial.number} pruned at step 120 ({shown})"

@@ -78,6 +78,7 @@ def _trial(number: int, outcome: str, **values) -> TrialView:
         "final_val_acc": 0.0,
         "probability": 0.5,
         "decision": "prune" if outcome == "pruned" else "keep",
+        "decided_at": 99,
         "probe_step": 99,
         "reason": f"reason of {number}",
     }
@@ -93,7 +94,7 @@ def test_the_study_view_reads_outcomes_decisions_and_features(swept: SweepPlan) 
     assert [t.outcome == "pruned" for t in view.trials] == [True] * 3 + [False] * 3
     for trial in view.trials:
         assert trial.decision == ("prune" if trial.number < 3 else "keep")
-        assert trial.probe_step == 40 and 0.0 < trial.probability < 1.0
+        assert trial.probe_step == trial.decided_at == 40 and 0.0 < trial.probability < 1.0
         # Every forecast feature is recorded with the decision, the spectral activity among them.
         assert trial.activity is not None and np.isfinite(trial.activity)
         assert set(trial.contributions) <= set(trial.features) and len(trial.contributions) == 3
@@ -204,6 +205,8 @@ def test_curves_timeline_grok_time_and_calibration_show_what_happened() -> None:
     ] + [
         _trial(5, "pruned", probability=0.3),
         _trial(6, "kept, did not grok", probability=0.15, steps_trained=1000),
+        # kept at the probe, pruned at the second look: its probe is the study's
+        _trial(7, "pruned", probability=0.2, steps_trained=500, decided_at=500, probe_step=None),
     ]
     view = StudyView("s", "maximize", 100, 1000, trials)
 
@@ -213,7 +216,10 @@ def test_curves_timeline_grok_time_and_calibration_show_what_happened() -> None:
     timeline = figures.timeline(view)
     bars = [t for t in timeline.data if t.type == "bar"]
     assert sum(sum(b.x) for b in bars) == view.steps_spent()
-    assert f"{view.steps_spent():,} of 7,000 steps" in timeline.layout.title.text
+    assert f"{view.steps_spent():,} of 8,000 steps" in timeline.layout.title.text
+    probed, continued = (b for b in bars if b.name == "pruned")
+    assert list(probed.y) == ["trial 5", "trial 7"]
+    assert (list(probed.x), list(continued.x)) == ([99, 100], [1, 400])  # trial 7: probe, then on
 
     calibration = figures.calibration(view)
     observed = calibration.data[1]

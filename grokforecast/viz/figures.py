@@ -59,7 +59,7 @@ def heatmaps(view: StudyView, band: int | None = None) -> go.Figure:
         bands = bands[band : band + 1]
     panels = (
         ("final val acc", lambda t: t.final_val_acc, "Viridis", (0.0, 1.0)),
-        ("P(grok) at the probe", lambda t: t.probability, "RdYlGn", (0.0, 1.0)),
+        ("P(grok) as decided", lambda t: t.probability, "RdYlGn", (0.0, 1.0)),
         ("log10 activity (probe)", lambda t: t.activity, "Magma", _limits([t.activity for t in trials])),
     )
     figure = make_subplots(
@@ -287,7 +287,7 @@ def curves(
                 row=row,
                 col=1,
             )
-        for step, text, dash in ((trial.probe_step, trial.decision, "dash"), (trial.t4, "grok", "dot")):
+        for step, text, dash in ((trial.decided_at, trial.decision, "dash"), (trial.t4, "grok", "dot")):
             if step is not None:
                 figure.add_vline(x=step + 1, line={"color": color, "dash": dash, "width": 1})
                 marks.setdefault(step, []).append(f"{text} ({trial.number})")

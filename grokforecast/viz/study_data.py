@@ -52,8 +52,11 @@ class TrialView:
     t2: int | None
     t4: int | None
     final_val_acc: float | None
+    #: The standing decision: the probe's, or the later rung's that pruned the trial.
     probability: float | None
     decision: str | None
+    decided_at: int | None
+    #: The step of the trial's probe, where its decision was made there (None after a rung's).
     probe_step: int | None
     reason: str | None
     #: Every forecast feature at the probe, and the logit contributions of the main ones.
@@ -159,7 +162,8 @@ def _view(
         final_val_acc=_number(attrs.get("final_val_acc")),
         probability=_number(decision.get("probability")),
         decision=_text(decision.get("decision")),
-        probe_step=_step(decision.get("step")),
+        decided_at=_step(decision.get("step")),
+        probe_step=_step(decision.get("step")) if not decision.get("rung") else None,
         reason=_text(decision.get("reason")),
         features=_numbers(decision.get("features")),
         contributions=_numbers(decision.get("main_features")),
