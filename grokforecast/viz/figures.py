@@ -60,7 +60,7 @@ def heatmaps(view: StudyView, band: int | None = None) -> go.Figure:
     panels = (
         ("final val acc", lambda t: t.final_val_acc, "Viridis", (0.0, 1.0)),
         ("P(grok) as decided", lambda t: t.probability, "RdYlGn", (0.0, 1.0)),
-        ("log10 activity (probe)", lambda t: t.activity, "Magma", _limits([t.activity for t in trials])),
+        ("log10 activity (as decided)", lambda t: t.activity, "Magma", _limits([t.activity for t in trials])),
     )
     figure = make_subplots(
         rows=len(bands),

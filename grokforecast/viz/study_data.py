@@ -59,7 +59,7 @@ class TrialView:
     #: The step of the trial's probe, where its decision was made there (None after a rung's).
     probe_step: int | None
     reason: str | None
-    #: Every forecast feature at the probe, and the logit contributions of the main ones.
+    #: Every forecast feature of the standing decision, and the logit contributions of the main ones.
     features: dict[str, float] = field(default_factory=dict)
     contributions: dict[str, float] = field(default_factory=dict)
     #: The calibration that forecast (``full+hyperparameters``, ...), and the study model's
@@ -69,7 +69,8 @@ class TrialView:
 
     @property
     def activity(self) -> float | None:
-        """log10 Hjorth activity of the detrended log training loss over the probe window."""
+        """log10 Hjorth activity of the detrended log training loss over the window the
+        standing decision read (the probe's, or a rung's)."""
         return self.features.get("log_activity")
 
 
