@@ -118,7 +118,8 @@ class HjorthPruner(BasePruner):
             Validation accuracy that counts as grokked.
         rungs:
             Steps after ``probe_step`` at which a kept trial is judged again (for example
-            a quarter and a half of the budget); default none.
+            a quarter and a half of the budget, what a study file takes by default);
+            default none, since the pruner does not know a trial's budget.
         rung_prune_share:
             At each rung, the bottom share, by forecast, of the trials judged there that
             is pruned (ranked once ``n_min_probed`` trials have been judged there).
