@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from grokforecast.backends.optuna.monitor import Monitor
 from grokforecast.backends.optuna.pruner import HjorthPruner
 from grokforecast.bench.baselines import FallingValLossPruner, TopValAccPruner
+from grokforecast.core.policy import SECOND_LOOK_SHARES
 from grokforecast.corpus import load_corpus
 from grokforecast.forecast.features import FEATURE_GROUPS
 from grokforecast.forecast.fitting import fit_on_records, probe_history, usable_records
@@ -49,8 +50,6 @@ TUNED_RECALL = 0.97
 LABEL_BAND = 0.01
 #: The share of probed trials the top-k baseline keeps (one rung of ASHA's factor 3).
 TOP_K_SHARE = 1 / 3
-#: Where the second look judges kept trials again, as fractions of the budget.
-RUNG_FRACTIONS = (0.25, 0.5)
 
 
 def borderline(record: RunRecord) -> bool:
@@ -332,7 +331,7 @@ def stoppers(
         ),
         Stopper(
             "HjorthPruner (held-out family, second look at "
-            + ", ".join(f"{f:.0%}" for f in RUNG_FRACTIONS)
+            + ", ".join(f"{f:.0%}" for f in SECOND_LOOK_SHARES)
             + ")",
             lambda: HjorthPruner(probe, forecaster=held_out, rungs=rungs_of(budget)),
             "train_loss",
@@ -390,8 +389,9 @@ def stoppers(
 
 
 def rungs_of(budget: Budget) -> tuple[int, ...]:
-    """The second look's rungs in ``budget``: the evaluation steps at :data:`RUNG_FRACTIONS`."""
-    return tuple(round(f * budget.full / budget.eval_every) * budget.eval_every for f in RUNG_FRACTIONS)
+    """The second look's rungs in ``budget``: the evaluation steps at
+    :data:`~grokforecast.core.policy.SECOND_LOOK_SHARES` of it."""
+    return tuple(round(f * budget.full / budget.eval_every) * budget.eval_every for f in SECOND_LOOK_SHARES)
 
 
 def tuned_threshold(

@@ -87,6 +87,13 @@ logger = logging.getLogger(__name__)
 #: (57 of 57), for +0.00-0.19x (``docs/benchmarks-history.md``).
 KEEP_ODDS = 0.5
 
+#: Where the second look judges a kept trial again, as shares of its budget, wherever the
+#: budget is known (a study file that names no rungs, the replay's second-look rows; a
+#: pruner alone does not know it). Replayed held out by family, rungs here kept >= 95 % of
+#: the grokkers wherever the probe alone did (six families of seven), for 0.00-0.19x of
+#: the oracle's compute less (``BENCHMARKS.md``).
+SECOND_LOOK_SHARES = (0.25, 0.5)
+
 
 @dataclass(frozen=True)
 class PolicySettings:

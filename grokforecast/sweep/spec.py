@@ -45,7 +45,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grokforecast.core.policy import PolicySettings
+from grokforecast.core.policy import SECOND_LOOK_SHARES, PolicySettings
 from grokforecast.errors import ConfigError
 from grokforecast.training.config import TrainConfig
 from grokforecast.vocabulary import DEFAULT_GROK_THRESHOLD
@@ -104,21 +104,14 @@ class SamplerSpec(_Strict):
     seed: int | None = 0
 
 
-#: Where a study file names no ``rung_steps``: a kept trial is judged again at these shares
-#: of its budget (the second look), each that lies after the probe. Replayed held out by
-#: family (``BENCHMARKS.md``), rungs here kept >= 95 % of the grokkers wherever the probe
-#: alone did (six families of seven), for 0.00-0.19x of the oracle's compute less.
-DEFAULT_RUNG_SHARES = (0.25, 0.5)
-
-
 def default_rung_steps(probe_steps: int, full_steps: int) -> list[int]:
-    """The rungs of a budget that names none: :data:`DEFAULT_RUNG_SHARES` of ``full_steps``
-    that lie after ``probe_steps``.
+    """The rungs of a budget that names none: the second look's shares of ``full_steps``
+    (:data:`~grokforecast.core.policy.SECOND_LOOK_SHARES`) that lie after ``probe_steps``.
 
     >>> default_rung_steps(150, 2000), default_rung_steps(600, 2000), default_rung_steps(1200, 2000)
     ([500, 1000], [1000], [])
     """
-    steps = (round(share * full_steps) for share in DEFAULT_RUNG_SHARES)
+    steps = (round(share * full_steps) for share in SECOND_LOOK_SHARES)
     return [step for step in steps if probe_steps < step < full_steps]
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from grokforecast.vocabulary import DECISION_ATTR, PROBE_ATTR, SURPLUS_ATTR
+from grokforecast.vocabulary import DECISION_ATTR, SURPLUS_ATTR
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,7 @@ def _fmt(value: object, spec: str = "") -> str:
 def deciding_probability(trial: FrozenTrial) -> float | None:
     """The P(grok) the trial's standing decision was made on: its probe's, or the later
     rung's that pruned it (None where no forecast was made)."""
-    decided = trial.user_attrs.get(DECISION_ATTR, {}).get("probability")
-    if decided is not None:
-        return decided
-    probe = trial.system_attrs.get(PROBE_ATTR)
-    return None if probe is None else probe["probability"]
+    return trial.user_attrs.get(DECISION_ATTR, {}).get("probability")
 
 
 def trial_table(study: optuna.Study) -> str:
